@@ -1,0 +1,130 @@
+//! On-disk cache of precompiled policies.
+//!
+//! Compiling a policy takes hundreds of milliseconds; loading its
+//! precompiled artifact takes about a millisecond. Artifacts are keyed by the
+//! module's SHA-256 and by the engine's compatibility hash (wasmtime version
+//! and every setting that affects code generation), so an upgrade or a
+//! configuration change never loads an incompatible artifact.
+//!
+//! Loading an artifact maps native code into the process: the cache
+//! directory must be writable only by the process that owns it.
+
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+use crate::error::LoadError;
+
+/// Where a loaded policy's code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompileOrigin {
+    /// Compiled from the module in this process.
+    Compiled,
+    /// Loaded from a precompiled artifact on disk.
+    Cache,
+}
+
+/// A directory of precompiled artifacts.
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    dir: PathBuf,
+}
+
+impl CompileCache {
+    /// Uses (and creates when missing) `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Self, LoadError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|source| LoadError::Cache {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self { dir })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of the artifact for a module digest on this engine.
+    pub fn artifact_path(&self, engine: &Engine, module_digest: &str) -> PathBuf {
+        let mut hasher = Sha256Hasher::default();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_key = hex::encode(hasher.0.finalize());
+        let engine_key = engine_key.get(..16).unwrap_or(&engine_key);
+        self.dir.join(format!("{module_digest}-{engine_key}.cwasm"))
+    }
+
+    /// Loads the component for `wasm` from the cache, or compiles it and
+    /// stores the artifact. A damaged artifact is recompiled and replaced.
+    pub fn load_component(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        module_digest: &str,
+    ) -> Result<(Component, CompileOrigin), wasmtime::Error> {
+        let path = self.artifact_path(engine, module_digest);
+        if path.exists() {
+            match deserialize(engine, &path) {
+                Ok(component) => return Ok((component, CompileOrigin::Cache)),
+                Err(e) => tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    "discarding an unusable precompiled artifact"
+                ),
+            }
+        }
+        let component = Component::new(engine, wasm)?;
+        if let Err(e) = self.store(&path, &component) {
+            // A read-only or full disk costs a recompilation next time, not an outage.
+            tracing::warn!(path = %path.display(), error = %e, "cannot store precompiled artifact");
+        }
+        Ok((component, CompileOrigin::Compiled))
+    }
+
+    fn store(&self, path: &Path, component: &Component) -> Result<(), wasmtime::Error> {
+        let bytes = component.serialize()?;
+        // Write then rename, so that a concurrent reader never sees half a file.
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        tmp.write_all(&bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, path: &Path) -> Result<Component, wasmtime::Error> {
+    // SAFETY: the artifact was written by `CompileCache::store` of a process
+    // with the same engine configuration (the file name carries the module
+    // digest and the engine's compatibility hash, and wasmtime checks its own
+    // header), in a directory that only this process's owner may write.
+    unsafe { Component::deserialize_file(engine, path) }
+}
+
+/// SHA-256 hex digest of a module: its identity everywhere in Palisade.
+pub fn module_digest(wasm: &[u8]) -> String {
+    hex::encode(Sha256::digest(wasm))
+}
+
+/// Feeds a `Hash` value into SHA-256, for a key that is stable across
+/// processes (std's `DefaultHasher` is not).
+#[derive(Default)]
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
+        u64::from_le_bytes(first)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}

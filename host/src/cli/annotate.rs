@@ -1,0 +1,33 @@
+//! `palisade annotate`: embed metadata into a built policy.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::read_file;
+use crate::metadata::{write_metadata, PolicyMetadata};
+
+#[derive(Debug, Args)]
+pub(super) struct AnnotateArgs {
+    /// The built policy.
+    policy: PathBuf,
+    /// Metadata file (YAML or JSON, Kubewarden's `metadata.yml` shape).
+    #[arg(long, short)]
+    metadata: PathBuf,
+    /// Where to write the annotated policy (may be the input itself).
+    #[arg(long, short)]
+    output: PathBuf,
+}
+
+pub(super) fn annotate(args: &AnnotateArgs) -> anyhow::Result<()> {
+    let wasm = read_file(&args.policy, "policy")?;
+    let text = std::fs::read_to_string(&args.metadata)
+        .with_context(|| format!("cannot read metadata {}", args.metadata.display()))?;
+    let metadata: PolicyMetadata = serde_yaml::from_str(&text)
+        .with_context(|| format!("invalid metadata in {}", args.metadata.display()))?;
+    let annotated = write_metadata(&wasm, &metadata)?;
+    std::fs::write(&args.output, annotated)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! `palisade inspect`: what a policy is and what it can reach, without running it.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Args;
+use serde::Serialize;
+use wasmtime::wasmparser::{Parser, Payload};
+
+use super::read_file;
+use crate::metadata::{read_metadata, PolicyMetadata};
+use crate::{module_digest, ModuleKind};
+
+#[derive(Debug, Args)]
+pub(super) struct InspectArgs {
+    /// The policy module.
+    policy: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    kind: &'static str,
+    sha256: String,
+    size: usize,
+    /// Imported interfaces (components) or modules (core modules).
+    imports: Vec<String>,
+    /// Host capabilities among the imports.
+    capabilities: Vec<String>,
+    metadata: Option<PolicyMetadata>,
+}
+
+pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
+    let wasm = read_file(&args.policy, "policy")?;
+    let report = report(&wasm, &args.policy.display().to_string())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("kind:         {}", report.kind);
+    println!("sha256:       {}", report.sha256);
+    println!("size:         {} bytes", report.size);
+    println!(
+        "capabilities: {}",
+        if report.capabilities.is_empty() {
+            "none".to_owned()
+        } else {
+            report.capabilities.join(", ")
+        }
+    );
+    println!("imports:");
+    for import in &report.imports {
+        println!("  {import}");
+    }
+    match &report.metadata {
+        Some(m) => println!("metadata:\n{}", serde_yaml::to_string(m)?),
+        None => println!("metadata:     none (add it with `palisade annotate`)"),
+    }
+    Ok(())
+}
+
+fn report(wasm: &[u8], origin: &str) -> anyhow::Result<Report> {
+    let kind = match ModuleKind::detect(wasm) {
+        Some(ModuleKind::Component) => "component",
+        Some(ModuleKind::CoreModule) => "core module",
+        None => bail!("{origin} is not a WebAssembly module"),
+    };
+    let mut imports = Vec::new();
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload.map_err(|e| anyhow::anyhow!("{origin} is not a valid module: {e}"))? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(section) if depth == 0 => {
+                for import in section {
+                    imports.push(import?.name.name.to_owned());
+                }
+            }
+            Payload::ImportSection(section) if depth == 0 => {
+                for import in section.into_imports() {
+                    let import = import?;
+                    let name = import.module.to_owned();
+                    if !imports.contains(&name) {
+                        imports.push(name);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let capabilities = imports
+        .iter()
+        .filter_map(|i| crate::policy::palisade_interface(i))
+        .filter(|i| *i != "log" && *i != "types")
+        .map(str::to_owned)
+        .collect();
+    Ok(Report {
+        kind,
+        sha256: module_digest(wasm),
+        size: wasm.len(),
+        imports,
+        capabilities,
+        metadata: read_metadata(wasm)?,
+    })
+}

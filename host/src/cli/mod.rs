@@ -1,0 +1,152 @@
+//! The `palisade` command for policy authors: run, inspect, bench and
+//! annotate policies. The binary only calls [`main`].
+
+mod annotate;
+mod bench;
+mod inspect;
+mod run;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    CompileCache, EngineConfig, Grants, LoadedPolicy, PolicyConfig, PolicyEngine, PolicyLimits,
+    PolicyLoader,
+};
+
+/// Palisade's command line for policy authors.
+#[derive(Debug, Parser)]
+#[command(name = "palisade", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter for the CLI and the policy's own logs (`info`, `debug`...).
+    #[arg(long, env = "PALISADE_LOG", default_value = "info", global = true)]
+    log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Evaluates one AdmissionReview and prints the AdmissionReview response.
+    Run(run::RunArgs),
+    /// Prints a policy's kind, metadata and imported capabilities.
+    Inspect(inspect::InspectArgs),
+    /// Evaluates one request many times and prints latency percentiles.
+    Bench(bench::BenchArgs),
+    /// Writes metadata (YAML or JSON) into a built policy.
+    Annotate(annotate::AnnotateArgs),
+}
+
+/// How to load the policy: shared by the commands that evaluate.
+#[derive(Debug, Args)]
+struct PolicyArgs {
+    /// The policy module (a `.wasm` component).
+    policy: PathBuf,
+    /// Settings: inline JSON, or a JSON/YAML file.
+    #[arg(long, short)]
+    settings: Option<String>,
+    /// Host capabilities to grant, as in `hostCapabilities` (`net/*`, `*`).
+    #[arg(long = "allow", value_name = "PATTERN")]
+    allow: Vec<String>,
+    /// Evaluation deadline in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    timeout_ms: u64,
+    /// Memory cap in MiB.
+    #[arg(long, default_value_t = 128)]
+    memory_mib: usize,
+    /// Directory for precompiled policies (default: the user's cache directory).
+    #[arg(long, env = "PALISADE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+impl PolicyArgs {
+    fn load(&self) -> anyhow::Result<(LoadedPolicy, String)> {
+        let Self {
+            policy,
+            settings,
+            allow,
+            timeout_ms,
+            memory_mib,
+            cache_dir,
+        } = self;
+        let settings = read_settings(settings.as_deref())?;
+        let engine = PolicyEngine::new(EngineConfig::default())?;
+        let loader = match cache_dir.clone().or_else(default_cache_dir) {
+            Some(dir) => PolicyLoader::with_cache(engine, CompileCache::new(dir)?),
+            None => PolicyLoader::new(engine),
+        };
+        let config = PolicyConfig {
+            id: policy
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "policy".into()),
+            grants: Grants::new(allow.iter().cloned()),
+            limits: PolicyLimits {
+                timeout: Duration::from_millis(*timeout_ms),
+                memory_bytes: memory_mib.saturating_mul(1 << 20),
+            },
+        };
+        let loaded = loader.load_file(policy, config)?;
+        loaded
+            .validate_settings(&settings)
+            .with_context(|| format!("settings {settings}"))?;
+        Ok((loaded, settings))
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
+    Some(base.join("palisade").join("compiled"))
+}
+
+/// Settings given inline or as a file, normalised to JSON text.
+fn read_settings(arg: Option<&str>) -> anyhow::Result<String> {
+    let Some(arg) = arg else {
+        return Ok("{}".into());
+    };
+    let trimmed = arg.trim_start();
+    let text = if trimmed.starts_with('{') || trimmed.starts_with('[') || !Path::new(arg).exists() {
+        arg.to_owned()
+    } else {
+        std::fs::read_to_string(arg).with_context(|| format!("cannot read settings file {arg}"))?
+    };
+    let value: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(json_err) => serde_yaml::from_str(&text).map_err(|_| {
+            anyhow::anyhow!("settings are neither JSON nor a readable YAML file: {json_err}")
+        })?,
+    };
+    Ok(value.to_string())
+}
+
+fn read_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+/// Runs the CLI with the process arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log_level))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let result = match cli.command {
+        Command::Run(args) => run::run(&args),
+        Command::Inspect(args) => inspect::inspect(&args),
+        Command::Bench(args) => bench::bench(&args),
+        Command::Annotate(args) => annotate::annotate(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Typed errors of the host library.
+//!
+//! A policy's *decision* (reject) is never an error: it is a
+//! [`crate::Verdict`]. Errors are what went wrong around the decision, split
+//! so that callers can answer each case differently (a timeout is a 500 with
+//! a clear message, bad settings keep a policy from being registered...).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why a policy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The engine itself could not be configured or started.
+    #[error("wasm engine: {0}")]
+    Engine(String),
+    /// The module file could not be read.
+    #[error("cannot read policy module {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes do not start with the WebAssembly magic number.
+    #[error(
+        "{origin} is not a WebAssembly module (it does not start with the `\\0asm` magic bytes)"
+    )]
+    NotWasm { origin: String },
+    /// A core module was given where a component is required.
+    #[error("{origin} is a core WebAssembly module, not a component; build component policies with `cargo component build`")]
+    NotAComponent { origin: String },
+    /// The module failed validation or compilation (truncated, corrupted...).
+    #[error("{origin} is not a valid policy module: {reason}")]
+    InvalidModule { origin: String, reason: String },
+    /// The metadata custom section is present but is not valid JSON of the
+    /// expected shape.
+    #[error("policy metadata in {origin} is invalid: {reason}")]
+    InvalidMetadata { origin: String, reason: String },
+    /// The component imports a host capability that its configuration does not grant.
+    #[error("policy {policy} imports `{interface}`, which is not granted; grant it in the policy's hostCapabilities (e.g. `{grant}`)")]
+    CapabilityNotGranted {
+        policy: String,
+        interface: String,
+        grant: String,
+    },
+    /// The component imports something this host does not provide at all.
+    #[error("policy {policy} imports `{import}`, which this host does not provide")]
+    UnknownImport { policy: String, import: String },
+    /// The component does not export the functions of the policy world.
+    #[error("policy {policy} does not implement the palisade:policy world: {reason}")]
+    WrongWorld { policy: String, reason: String },
+    /// The precompiled-artifact cache could not be used.
+    #[error("precompiled cache at {path}: {source}")]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why an evaluation did not produce a decision.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The policy ran past its deadline and was interrupted.
+    #[error("policy evaluation exceeded its time limit of {} ms", .deadline.as_millis())]
+    Timeout { deadline: Duration },
+    /// The policy tried to grow its memory beyond its cap.
+    #[error("policy exceeded its memory limit of {} MiB", .limit_bytes >> 20)]
+    MemoryExhausted { limit_bytes: usize },
+    /// The policy trapped (panic, unreachable, out-of-bounds access...).
+    #[error("policy trapped: {message}")]
+    Trap {
+        /// The trap code when wasmtime reported one.
+        code: Option<wasmtime::Trap>,
+        message: String,
+    },
+    /// Too many evaluations are running at once; the caller may retry.
+    #[error("too many concurrent policy evaluations: {0}")]
+    Busy(String),
+    /// The request given to the policy could not be prepared.
+    #[error("invalid admission request: {0}")]
+    InvalidRequest(String),
+    /// The policy answered something the host cannot use (invalid mutated object...).
+    #[error("policy returned an invalid response: {0}")]
+    InvalidResponse(String),
+    /// Anything else the runtime reported.
+    #[error("policy evaluation failed: {0}")]
+    Runtime(String),
+}
+
+impl EvalError {
+    /// A stable, low-cardinality label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Timeout { .. } => "timeout",
+            Self::MemoryExhausted { .. } => "memory",
+            Self::Trap { .. } => "trap",
+            Self::Busy(_) => "busy",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidResponse(_) => "invalid_response",
+            Self::Runtime(_) => "runtime",
+        }
+    }
+}
+
+/// Settings were not accepted by the policy's `validate-settings`.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The settings text is not JSON.
+    #[error("settings are not valid JSON: {0}")]
+    NotJson(String),
+    /// The policy rejected the settings, with its own message.
+    #[error("settings rejected by the policy: {0}")]
+    Rejected(String),
+    /// `validate-settings` itself failed to run.
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+}

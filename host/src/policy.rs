@@ -1,0 +1,349 @@
+//! Loading a component policy and evaluating it, one fresh instance per call.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Store, Trap};
+
+use crate::bindings::{self, Policy as PolicyBindings, PolicyPre};
+use crate::cache::{module_digest, CompileCache, CompileOrigin};
+use crate::capabilities::{Capability, Grants};
+use crate::engine::PolicyEngine;
+use crate::error::{EvalError, LoadError, SettingsError};
+use crate::limits::{MemoryCapExceeded, PolicyLimits};
+use crate::metadata::{read_metadata, PolicyMetadata};
+use crate::request::PolicyRequest;
+use crate::state::{HostState, PolicyContext};
+use crate::verdict::Verdict;
+
+/// How an operator configured one policy.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// The policy id (`clusterwide-pod-privileged`), used in logs and errors.
+    pub id: String,
+    /// Host capabilities granted (`hostCapabilities`).
+    pub grants: Grants,
+    /// Deadline and memory cap.
+    pub limits: PolicyLimits,
+}
+
+impl PolicyConfig {
+    /// A policy with no capabilities and default limits.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            grants: Grants::none(),
+            limits: PolicyLimits::default(),
+        }
+    }
+}
+
+/// What kind of module a binary holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleKind {
+    /// A WebAssembly component (the `palisade:policy` world).
+    Component,
+    /// A core module (waPC or WASI policies).
+    CoreModule,
+}
+
+impl ModuleKind {
+    /// Detects the kind from the header, or `None` for non-wasm bytes.
+    pub fn detect(wasm: &[u8]) -> Option<Self> {
+        if wasmtime::wasmparser::Parser::is_component(wasm) {
+            Some(Self::Component)
+        } else if wasmtime::wasmparser::Parser::is_core_wasm(wasm) {
+            Some(Self::CoreModule)
+        } else {
+            None
+        }
+    }
+}
+
+/// A loaded, ready-to-evaluate policy. Cheap to share across threads.
+pub struct LoadedPolicy {
+    engine: PolicyEngine,
+    pre: PolicyPre<HostState>,
+    context: Arc<PolicyContext>,
+    limits: PolicyLimits,
+    digest: String,
+    metadata: Option<PolicyMetadata>,
+    origin: CompileOrigin,
+}
+
+impl std::fmt::Debug for LoadedPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPolicy")
+            .field("id", &self.context.policy_id)
+            .field("digest", &self.digest)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Loads policies on one engine, with an optional precompiled cache.
+#[derive(Debug, Clone)]
+pub struct PolicyLoader {
+    engine: PolicyEngine,
+    cache: Option<CompileCache>,
+}
+
+impl PolicyLoader {
+    /// A loader that compiles every time.
+    pub fn new(engine: PolicyEngine) -> Self {
+        Self {
+            engine,
+            cache: None,
+        }
+    }
+
+    /// A loader that keeps precompiled artifacts in `cache`.
+    pub fn with_cache(engine: PolicyEngine, cache: CompileCache) -> Self {
+        Self {
+            engine,
+            cache: Some(cache),
+        }
+    }
+
+    /// The engine policies are loaded on.
+    pub fn engine(&self) -> &PolicyEngine {
+        &self.engine
+    }
+
+    /// Reads and loads a policy file.
+    pub fn load_file(&self, path: &Path, config: PolicyConfig) -> Result<LoadedPolicy, LoadError> {
+        let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.load(&wasm, &path.display().to_string(), config)
+    }
+
+    /// Loads a policy from its bytes; `origin` names them in errors.
+    pub fn load(
+        &self,
+        wasm: &[u8],
+        origin: &str,
+        config: PolicyConfig,
+    ) -> Result<LoadedPolicy, LoadError> {
+        let invalid = |reason: String| LoadError::InvalidModule {
+            origin: origin.to_owned(),
+            reason,
+        };
+        match ModuleKind::detect(wasm) {
+            Some(ModuleKind::Component) => {}
+            Some(ModuleKind::CoreModule) => {
+                return Err(LoadError::NotAComponent {
+                    origin: origin.to_owned(),
+                })
+            }
+            None => {
+                return Err(LoadError::NotWasm {
+                    origin: origin.to_owned(),
+                })
+            }
+        }
+        let metadata = read_metadata(wasm).map_err(|e| match e {
+            crate::metadata::MetadataError::Wasm(reason) => invalid(reason),
+            json => LoadError::InvalidMetadata {
+                origin: origin.to_owned(),
+                reason: json.to_string(),
+            },
+        })?;
+        let digest = module_digest(wasm);
+        let engine = self.engine.engine();
+        let (component, compile_origin) = match &self.cache {
+            Some(cache) => cache.load_component(engine, wasm, &digest),
+            None => Component::new(engine, wasm).map(|c| (c, CompileOrigin::Compiled)),
+        }
+        .map_err(|e| invalid(format!("{e:#}")))?;
+
+        check_imports(&component, engine, &config)?;
+        let linker =
+            linker_for(engine, &config.grants).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let instance_pre =
+            linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::UnknownImport {
+                    policy: config.id.clone(),
+                    import: format!("{e:#}"),
+                })?;
+        let pre = PolicyPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+            policy: config.id.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        tracing::debug!(policy = %config.id, %digest, origin = ?compile_origin, "policy loaded");
+        Ok(LoadedPolicy {
+            engine: self.engine.clone(),
+            pre,
+            context: Arc::new(PolicyContext {
+                policy_id: config.id,
+                grants: config.grants,
+            }),
+            limits: config.limits,
+            digest,
+            metadata,
+            origin: compile_origin,
+        })
+    }
+}
+
+/// Refuses a component that imports a capability its configuration does
+/// not grant, naming the interface, before the linker reports a generic
+/// "missing import".
+fn check_imports(
+    component: &Component,
+    engine: &wasmtime::Engine,
+    config: &PolicyConfig,
+) -> Result<(), LoadError> {
+    for (name, item) in component.component_type().imports(engine) {
+        if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+            continue;
+        }
+        let Some(interface) = palisade_interface(name) else {
+            continue;
+        };
+        if interface == "log" || interface == "types" {
+            continue;
+        }
+        match Capability::from_interface(interface) {
+            Some(cap) if config.grants.allows_interface(cap) => {}
+            Some(cap) => {
+                return Err(LoadError::CapabilityNotGranted {
+                    policy: config.id.clone(),
+                    interface: name.to_owned(),
+                    grant: format!("{cap}/*"),
+                })
+            }
+            None => {
+                return Err(LoadError::UnknownImport {
+                    policy: config.id.clone(),
+                    import: name.to_owned(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `palisade:policy/net@0.1.0` → `net`.
+pub(crate) fn palisade_interface(import: &str) -> Option<&str> {
+    let rest = import.strip_prefix(bindings::PACKAGE)?.strip_prefix('/')?;
+    Some(rest.split('@').next().unwrap_or(rest))
+}
+
+/// WASI (needed by std, with nothing reachable), `log`, and the granted capabilities.
+fn linker_for(engine: &wasmtime::Engine, grants: &Grants) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    bindings::palisade::policy::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    bindings::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    for cap in Capability::ALL {
+        if !grants.allows_interface(cap) {
+            continue;
+        }
+        match cap {
+            Capability::Kubernetes => {
+                bindings::kubernetes::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?
+            }
+            Capability::Oci => bindings::oci::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
+            Capability::Net => bindings::net::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
+            Capability::Crypto => {
+                bindings::crypto::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?
+            }
+        }
+    }
+    Ok(linker)
+}
+
+impl LoadedPolicy {
+    /// The policy id.
+    pub fn id(&self) -> &str {
+        &self.context.policy_id
+    }
+
+    /// SHA-256 of the module.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Metadata embedded in the module, if any.
+    pub fn metadata(&self) -> Option<&PolicyMetadata> {
+        self.metadata.as_ref()
+    }
+
+    /// Whether the code was compiled now or loaded from the cache.
+    pub fn compile_origin(&self) -> CompileOrigin {
+        self.origin
+    }
+
+    /// The limits every evaluation runs under.
+    pub fn limits(&self) -> PolicyLimits {
+        self.limits
+    }
+
+    /// Evaluates one request in a fresh instance.
+    pub fn validate(&self, request: &PolicyRequest, settings: &str) -> Result<Verdict, EvalError> {
+        let (mut store, policy) = self.instantiate()?;
+        let response = policy
+            .call_validate(&mut store, &request.wit, settings)
+            .map_err(|e| self.classify(e))?;
+        Verdict::from_wit(response).map_err(EvalError::InvalidResponse)
+    }
+
+    /// Runs `validate-settings`. Settings that are not JSON are refused
+    /// before the policy runs.
+    pub fn validate_settings(&self, settings: &str) -> Result<(), SettingsError> {
+        serde_json::from_str::<serde::de::IgnoredAny>(settings)
+            .map_err(|e| SettingsError::NotJson(e.to_string()))?;
+        let (mut store, policy) = self.instantiate()?;
+        policy
+            .call_validate_settings(&mut store, settings)
+            .map_err(|e| self.classify(e))?
+            .map_err(SettingsError::Rejected)
+    }
+
+    fn instantiate(&self) -> Result<(Store<HostState>, PolicyBindings), EvalError> {
+        let state = HostState::new(self.context.clone(), self.limits.effective_memory_bytes());
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        // The deadline covers instantiation too (data segment initialisation,
+        // start functions).
+        store.set_epoch_deadline(self.engine.deadline_ticks(self.limits.timeout));
+        store.epoch_deadline_trap();
+        let policy = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(e))?;
+        Ok((store, policy))
+    }
+
+    /// Turns a wasmtime error into an [`EvalError`] by its type.
+    fn classify(&self, error: wasmtime::Error) -> EvalError {
+        if let Some(cap) = error.downcast_ref::<MemoryCapExceeded>() {
+            return EvalError::MemoryExhausted {
+                limit_bytes: cap.cap,
+            };
+        }
+        if let Some(trap) = error.downcast_ref::<Trap>() {
+            return match trap {
+                Trap::Interrupt => EvalError::Timeout {
+                    deadline: self.limits.timeout,
+                },
+                code => EvalError::Trap {
+                    code: Some(*code),
+                    message: format!("{error:#}"),
+                },
+            };
+        }
+        if error
+            .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some()
+        {
+            return EvalError::Busy(format!("{error:#}"));
+        }
+        EvalError::Runtime(format!("{error:#}"))
+    }
+}

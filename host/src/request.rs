@@ -1,0 +1,159 @@
+//! Admission requests, from the API server's JSON to the WIT record.
+
+use kube_core::admission::{AdmissionRequest, AdmissionReview, Operation};
+use kube_core::DynamicObject;
+
+use crate::bindings;
+use crate::error::EvalError;
+
+/// One admission request, prepared once and evaluated by any number of
+/// policies: the object is serialised to text a single time.
+#[derive(Debug, Clone)]
+pub struct PolicyRequest {
+    pub(crate) wit: bindings::AdmissionRequest,
+    object: Option<serde_json::Value>,
+}
+
+impl PolicyRequest {
+    /// Parses an `AdmissionReview` (as POSTed by the API server).
+    pub fn from_review_json(body: &[u8]) -> Result<Self, EvalError> {
+        let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
+            .map_err(|e| EvalError::InvalidRequest(format!("not an AdmissionReview: {e}")))?;
+        let request: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| {
+            EvalError::InvalidRequest("the AdmissionReview has no `request`".into())
+        })?;
+        Self::from_kube(request)
+    }
+
+    /// Converts a request already parsed with kube's types.
+    pub fn from_kube(request: AdmissionRequest<DynamicObject>) -> Result<Self, EvalError> {
+        let object = request.object.as_ref().map(to_value).transpose()?;
+        let to_text = |v: &serde_json::Value| v.to_string();
+        let wit = bindings::AdmissionRequest {
+            uid: request.uid,
+            kind: gvk(&request.kind),
+            resource: gvr(&request.resource),
+            sub_resource: request.sub_resource,
+            request_kind: request.request_kind.as_ref().map(gvk),
+            request_resource: request.request_resource.as_ref().map(gvr),
+            request_sub_resource: request.request_sub_resource,
+            name: Some(request.name).filter(|n| !n.is_empty()),
+            namespace: request.namespace,
+            operation: match request.operation {
+                Operation::Create => bindings::Operation::Create,
+                Operation::Update => bindings::Operation::Update,
+                Operation::Delete => bindings::Operation::Delete,
+                Operation::Connect => bindings::Operation::Connect,
+            },
+            user_info: bindings::UserInfo {
+                username: request.user_info.username.unwrap_or_default(),
+                uid: request.user_info.uid.unwrap_or_default(),
+                groups: request.user_info.groups.unwrap_or_default(),
+                extra: request
+                    .user_info
+                    .extra
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            },
+            dry_run: request.dry_run,
+            object: object.as_ref().map(to_text),
+            old_object: request
+                .old_object
+                .as_ref()
+                .map(|o| to_value(o).map(|v| to_text(&v)))
+                .transpose()?,
+            options: request.options.map(|o| o.0.to_string()),
+        };
+        Ok(Self { wit, object })
+    }
+
+    /// The request's uid, echoed in the response.
+    pub fn uid(&self) -> &str {
+        &self.wit.uid
+    }
+
+    /// The request's namespace, if the object is namespaced.
+    pub fn namespace(&self) -> Option<&str> {
+        self.wit.namespace.as_deref()
+    }
+
+    /// The object under admission, as JSON (none on DELETE).
+    pub fn object(&self) -> Option<&serde_json::Value> {
+        self.object.as_ref()
+    }
+
+    /// The kind of the object (`Pod`).
+    pub fn kind(&self) -> &str {
+        &self.wit.kind.kind
+    }
+
+    /// The operation, upper-case as Kubernetes writes it (`CREATE`).
+    pub fn operation(&self) -> &'static str {
+        match self.wit.operation {
+            bindings::Operation::Create => "CREATE",
+            bindings::Operation::Update => "UPDATE",
+            bindings::Operation::Delete => "DELETE",
+            bindings::Operation::Connect => "CONNECT",
+        }
+    }
+}
+
+fn to_value(object: &DynamicObject) -> Result<serde_json::Value, EvalError> {
+    serde_json::to_value(object)
+        .map_err(|e| EvalError::InvalidRequest(format!("cannot serialise the object: {e}")))
+}
+
+fn gvk(k: &kube_core::GroupVersionKind) -> bindings::GroupVersionKind {
+    bindings::GroupVersionKind {
+        group: k.group.clone(),
+        version: k.version.clone(),
+        kind: k.kind.clone(),
+    }
+}
+
+fn gvr(r: &kube_core::GroupVersionResource) -> bindings::GroupVersionResource {
+    bindings::GroupVersionResource {
+        group: r.group.clone(),
+        version: r.version.clone(),
+        resource: r.resource.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_delete_with_old_object_and_no_object() {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+            "uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},
+            "resource":{"group":"","version":"v1","resource":"pods"},
+            "name":"p","namespace":"default","operation":"DELETE",
+            "userInfo":{"username":"alice","groups":["g"]},
+            "oldObject":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}},"object":null}}"#;
+        let r = PolicyRequest::from_review_json(body).unwrap();
+        assert_eq!(r.uid(), "u1");
+        assert_eq!(r.operation(), "DELETE");
+        assert!(r.object().is_none());
+        assert!(r
+            .wit
+            .old_object
+            .as_deref()
+            .unwrap()
+            .contains("\"name\":\"p\""));
+        assert_eq!(r.wit.user_info.username, "alice");
+    }
+
+    #[test]
+    fn malformed_reviews_are_errors() {
+        for body in [
+            &b"{"[..],
+            b"[]",
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+        ] {
+            let e = PolicyRequest::from_review_json(body).unwrap_err();
+            assert!(matches!(e, EvalError::InvalidRequest(_)), "{e}");
+        }
+    }
+}
