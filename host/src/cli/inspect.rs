@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::Args;
 use serde::Serialize;
-use wasmtime::wasmparser::{Parser, Payload};
+use wasmtime::wasmparser::{ComponentTypeRef, Parser, Payload};
 
 use super::read_file;
 use crate::metadata::{read_metadata, PolicyMetadata};
@@ -75,7 +75,14 @@ fn report(wasm: &[u8], origin: &str) -> anyhow::Result<Report> {
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ComponentImportSection(section) if depth == 0 => {
                 for import in section {
-                    imports.push(import?.name.name.to_owned());
+                    let import = import?;
+                    // Type imports (`admission-request`) are not things the policy can reach.
+                    if matches!(
+                        import.ty,
+                        ComponentTypeRef::Instance(_) | ComponentTypeRef::Func(_)
+                    ) {
+                        imports.push(import.name.name.to_owned());
+                    }
                 }
             }
             Payload::ImportSection(section) if depth == 0 => {

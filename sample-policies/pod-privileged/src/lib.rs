@@ -7,6 +7,7 @@ use palisade_sdk::{
 use serde::Deserialize;
 
 /// The policy.
+#[derive(Debug)]
 pub struct PodPrivileged;
 
 impl Policy for PodPrivileged {

@@ -1,0 +1,37 @@
+# One entry point for building, testing and benchmarking; CI runs `make test`.
+#
+# Rust build output goes to a cache directory outside the clone so repeated
+# runs stay incremental (override with CARGO_TARGET_DIR=...).
+
+CACHE_HOME ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)
+export CARGO_TARGET_DIR ?= $(CACHE_HOME)/palisade/target
+export PALISADE_POLICY_DIR ?= $(CARGO_TARGET_DIR)/policies
+FIXTURES ?= $(abspath ../shared/fixtures/admission)
+
+.PHONY: demo test lint policies bench clean-policies
+
+## demo: build the sample policies and evaluate every fixture with them
+demo: policies
+	cargo run --release -q -p palisade-host --example evaluate-fixtures -- "$(PALISADE_POLICY_DIR)" "$(FIXTURES)"
+
+## test: formatting, lints, sample policies built for wasm, then every test
+test: lint policies
+	cargo test --workspace --release
+	@echo "make test: all checks passed"
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	scripts/ensure-tools.sh
+	cargo clippy -p palisade-sdk --target wasm32-wasip1 -- -D warnings
+
+## policies: cargo component build + palisade annotate, into $(PALISADE_POLICY_DIR)
+policies:
+	scripts/build-policies.sh
+
+## bench: per-evaluation latency of pod-privileged, wasm next to native
+bench: policies
+	cargo bench -p palisade-host --bench evaluation
+
+clean-policies:
+	rm -rf "$(PALISADE_POLICY_DIR)"
