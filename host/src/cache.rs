@@ -99,11 +99,14 @@ impl CompileCache {
 
 #[allow(unsafe_code)]
 fn deserialize(engine: &Engine, path: &Path) -> Result<Component, wasmtime::Error> {
+    // Read into memory rather than mapping the file: a mapped artifact that
+    // is truncated or rewritten in place would crash the process (SIGBUS).
+    let bytes = std::fs::read(path)?;
     // SAFETY: the artifact was written by `CompileCache::store` of a process
     // with the same engine configuration (the file name carries the module
     // digest and the engine's compatibility hash, and wasmtime checks its own
     // header), in a directory that only this process's owner may write.
-    unsafe { Component::deserialize_file(engine, path) }
+    unsafe { Component::deserialize(engine, &bytes) }
 }
 
 /// SHA-256 hex digest of a module: its identity everywhere in Palisade.

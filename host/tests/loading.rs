@@ -1,0 +1,178 @@
+//! Loading: capability grants, bad modules, bad settings, the precompiled cache.
+
+mod common;
+
+use common::{fixture, load, loader, policy_path};
+use palisade_host::{
+    CompileCache, CompileOrigin, EngineConfig, Grants, LoadError, PolicyConfig, PolicyEngine,
+    PolicyLoader, SettingsError,
+};
+
+fn with_grants(name: &str, grants: Grants) -> PolicyConfig {
+    let mut config = PolicyConfig::new(name);
+    config.grants = grants;
+    config
+}
+
+#[test]
+fn an_ungranted_capability_import_fails_to_load_and_names_the_interface() {
+    let err = loader()
+        .load_file(&policy_path("dns-lookup"), PolicyConfig::new("dns-lookup"))
+        .unwrap_err();
+    assert!(
+        matches!(err, LoadError::CapabilityNotGranted { ref interface, .. } if interface.starts_with("palisade:policy/net@")),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("palisade:policy/net@0.1.0"),
+        "{err}"
+    );
+    // Granting another capability does not help.
+    let err = loader()
+        .load_file(
+            &policy_path("dns-lookup"),
+            with_grants("dns-lookup", Grants::new(["oci/*"])),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, LoadError::CapabilityNotGranted { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_granted_capability_answers() {
+    for grant in ["net/*", "net/v1/dns_lookup_host", "*"] {
+        let policy = load(
+            "dns-lookup",
+            with_grants("dns-lookup", Grants::new([grant])),
+        );
+        let verdict = policy.validate(&fixture("pod-delete.json"), "{}").unwrap();
+        assert!(verdict.accepted, "{grant}: {:?}", verdict.message);
+        assert!(
+            verdict
+                .warnings
+                .iter()
+                .any(|w| w.contains("127.0.0.1") || w.contains("::1")),
+            "{grant}: {:?}",
+            verdict.warnings
+        );
+    }
+}
+
+#[test]
+fn a_call_outside_the_granted_paths_gets_a_not_granted_error_value() {
+    // The interface is linked (one of its calls is granted) but this call is not.
+    let policy = load(
+        "dns-lookup",
+        with_grants("dns-lookup", Grants::new(["net/v2/something_else"])),
+    );
+    let verdict = policy.validate(&fixture("pod-delete.json"), "{}").unwrap();
+    assert!(!verdict.accepted);
+    assert!(verdict
+        .message
+        .unwrap()
+        .contains("net/v1/dns_lookup_host` is not granted"));
+}
+
+#[test]
+fn garbage_truncated_and_core_modules_are_clear_errors() {
+    let err = loader()
+        .load(b"this is not wasm", "garbage.wasm", PolicyConfig::new("g"))
+        .unwrap_err();
+    assert!(matches!(err, LoadError::NotWasm { .. }), "{err:?}");
+    assert!(err.to_string().contains("garbage.wasm"));
+
+    let full = std::fs::read(policy_path("pod-privileged")).unwrap();
+    let truncated = &full[..full.len() / 2];
+    let err = loader()
+        .load(truncated, "truncated.wasm", PolicyConfig::new("t"))
+        .unwrap_err();
+    assert!(matches!(err, LoadError::InvalidModule { .. }), "{err:?}");
+
+    let core = wat::parse_str(
+        "(module (func (export \"__guest_call\") (param i32 i32) (result i32) i32.const 0))",
+    )
+    .unwrap();
+    let err = loader()
+        .load(&core, "core.wasm", PolicyConfig::new("c"))
+        .unwrap_err();
+    assert!(matches!(err, LoadError::NotAComponent { .. }), "{err:?}");
+    assert!(err.to_string().contains("cargo component build"), "{err}");
+
+    let err = loader()
+        .load_file("/nonexistent/policy.wasm".as_ref(), PolicyConfig::new("m"))
+        .unwrap_err();
+    assert!(matches!(err, LoadError::Read { .. }), "{err:?}");
+}
+
+#[test]
+fn a_component_of_another_world_is_refused() {
+    let other = wat::parse_str("(component (core module) )").unwrap();
+    let err = loader()
+        .load(&other, "other.wasm", PolicyConfig::new("o"))
+        .unwrap_err();
+    assert!(matches!(err, LoadError::WrongWorld { .. }), "{err:?}");
+}
+
+#[test]
+fn settings_that_are_not_json_are_refused_before_the_policy_runs() {
+    let policy = load("pod-privileged", PolicyConfig::new("pod-privileged"));
+    for bad in ["{", "not json", "{\"a\": }"] {
+        assert!(
+            matches!(
+                policy.validate_settings(bad),
+                Err(SettingsError::NotJson(_))
+            ),
+            "{bad}"
+        );
+    }
+    assert!(policy.validate_settings("{}").is_ok());
+}
+
+#[test]
+fn a_second_start_uses_the_precompiled_cache_and_survives_a_damaged_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = policy_path("pod-privileged");
+    let start = |name: &str| {
+        // A new engine and loader each time, as after a restart.
+        let engine = PolicyEngine::new(EngineConfig::default()).unwrap();
+        let loader = PolicyLoader::with_cache(engine, CompileCache::new(dir.path()).unwrap());
+        loader.load_file(&path, PolicyConfig::new(name)).unwrap()
+    };
+    let first = start("first");
+    assert_eq!(first.compile_origin(), CompileOrigin::Compiled);
+    let second = start("second");
+    assert_eq!(
+        second.compile_origin(),
+        CompileOrigin::Cache,
+        "compilation must be skipped"
+    );
+    assert!(
+        second
+            .validate(&fixture("pod-create-unprivileged.json"), "{}")
+            .unwrap()
+            .accepted
+    );
+
+    let artifacts: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    assert!(artifacts[0].to_string_lossy().contains(first.digest()));
+    std::fs::write(&artifacts[0], b"damaged").unwrap();
+    let third = start("third");
+    assert_eq!(third.compile_origin(), CompileOrigin::Compiled);
+    assert!(
+        !third
+            .validate(&fixture("pod-create-privileged.json"), "{}")
+            .unwrap()
+            .accepted
+    );
+    assert_eq!(
+        start("fourth").compile_origin(),
+        CompileOrigin::Cache,
+        "the artifact was rewritten"
+    );
+}
