@@ -83,3 +83,100 @@ fn from_wit(r: crate::__wit::AdmissionRequest) -> Request {
         options: r.options,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{accept, Operation};
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Limits {
+        max: u32,
+    }
+
+    struct MaxReplicas;
+
+    impl Policy for MaxReplicas {
+        type Settings = Limits;
+
+        fn validate(request: &Request, settings: &Limits) -> crate::Result<Response> {
+            #[derive(Deserialize)]
+            struct Obj {
+                spec: Spec,
+            }
+            #[derive(Deserialize)]
+            struct Spec {
+                replicas: u32,
+            }
+            let Some(obj) = request.object::<Obj>()? else {
+                return Ok(accept());
+            };
+            Ok(if obj.spec.replicas > settings.max {
+                reject(
+                    format!("{} replicas is over {}", obj.spec.replicas, settings.max),
+                    403,
+                )
+            } else {
+                accept()
+            })
+        }
+
+        fn validate_settings(settings: &Limits) -> Result<(), String> {
+            if settings.max == 0 {
+                return Err("max must be positive".into());
+            }
+            Ok(())
+        }
+    }
+
+    fn request(object: Option<&str>) -> Request {
+        Request {
+            operation: Operation::Create,
+            object: object.map(str::to_owned),
+            ..Request::default()
+        }
+    }
+
+    #[test]
+    fn settings_are_parsed_then_validated() {
+        assert_eq!(validate_settings::<MaxReplicas>(r#"{"max": 3}"#), Ok(()));
+        assert_eq!(
+            validate_settings::<MaxReplicas>(r#"{"max": 0}"#),
+            Err("max must be positive".into())
+        );
+        let err = validate_settings::<MaxReplicas>(r#"{"maxx": 3}"#).unwrap_err();
+        assert!(
+            err.starts_with("invalid settings: unknown field `maxx`"),
+            "{err}"
+        );
+        let err = validate_settings::<MaxReplicas>("").unwrap_err();
+        assert!(
+            err.contains("missing field `max`"),
+            "empty settings mean `{{}}`: {err}"
+        );
+    }
+
+    #[test]
+    fn verdicts_and_errors() {
+        let over =
+            validate::<MaxReplicas>(&request(Some(r#"{"spec":{"replicas":5}}"#)), r#"{"max":3}"#);
+        assert_eq!((over.is_accepted(), over.code()), (false, Some(403)));
+        assert_eq!(over.message(), Some("5 replicas is over 3"));
+        let under =
+            validate::<MaxReplicas>(&request(Some(r#"{"spec":{"replicas":2}}"#)), r#"{"max":3}"#);
+        assert!(under.is_accepted());
+        assert!(validate::<MaxReplicas>(&request(None), r#"{"max":3}"#).is_accepted());
+        // A policy error (unparsable object) becomes a 500 rejection, not a panic.
+        let broken = validate::<MaxReplicas>(&request(Some(r#"{"spec":{}}"#)), r#"{"max":3}"#);
+        assert_eq!(broken.code(), Some(POLICY_ERROR_CODE));
+        assert!(broken
+            .message()
+            .unwrap()
+            .starts_with("policy error: missing field `replicas`"));
+        // Bad settings at evaluation time also reject cleanly.
+        let bad = validate::<MaxReplicas>(&request(None), "[]");
+        assert_eq!(bad.code(), Some(POLICY_ERROR_CODE));
+    }
+}

@@ -116,3 +116,9 @@ macro_rules! export_policy {
         };
     };
 }
+
+/// The README's "write your first policy" example, compiled as a doctest so
+/// that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use palisade_host::cli::Percentiles;
 use palisade_host::{
     CompileCache, EngineConfig, PolicyConfig, PolicyEngine, PolicyLoader, PolicyRequest,
 };
@@ -63,14 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-struct Stats {
-    p50: Duration,
-    p90: Duration,
-    p99: Duration,
-    mean: Duration,
-}
-
-fn measure(mut f: impl FnMut() -> bool) -> Stats {
+fn measure(mut f: impl FnMut() -> bool) -> Percentiles {
     let mut sink = 0usize;
     for _ in 0..WARMUP {
         sink += usize::from(f());
@@ -82,17 +76,10 @@ fn measure(mut f: impl FnMut() -> bool) -> Stats {
         samples.push(start.elapsed());
     }
     std::hint::black_box(sink);
-    samples.sort_unstable();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
-    Stats {
-        p50: at(0.5),
-        p90: at(0.9),
-        p99: at(0.99),
-        mean: samples.iter().sum::<Duration>() / samples.len() as u32,
-    }
+    Percentiles::of(&mut samples)
 }
 
-fn print_row(name: &str, s: &Stats) {
+fn print_row(name: &str, s: &Percentiles) {
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
         "{name:<44} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",

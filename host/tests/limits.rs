@@ -2,6 +2,13 @@
 //! deadline, an allocating one at its memory cap, and the process goes on
 //! serving.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,12 @@
 //! Loading: capability grants, bad modules, bad settings, the precompiled cache.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use common::{fixture, load, loader, policy_path};

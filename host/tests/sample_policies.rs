@@ -1,6 +1,13 @@
 //! Every sample policy, built with `cargo component build`, against every
 //! fixture it applies to, through the same path the policy-server takes.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use common::{fixture, load_default};

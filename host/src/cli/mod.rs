@@ -6,6 +6,8 @@ mod bench;
 mod inspect;
 mod run;
 
+pub use bench::Percentiles;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;

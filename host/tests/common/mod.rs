@@ -1,7 +1,7 @@
 //! Shared helpers for the host's integration tests: where the built sample
 //! policies and the fixtures are, and a loader with a per-run cache.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

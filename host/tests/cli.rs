@@ -1,0 +1,211 @@
+//! The `palisade` binary, as a policy author runs it.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{fixture_path, policy_path};
+
+fn palisade(args: &[&str]) -> Output {
+    let cache = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(args)
+        .env("PALISADE_CACHE_DIR", cache.path())
+        .env("PALISADE_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn ok_stdout(args: &[&str]) -> String {
+    let out = palisade(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn failure_stderr(args: &[&str]) -> String {
+    let out = palisade(args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn path(p: std::path::PathBuf) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn run_prints_the_admission_review_response() {
+    let policy = path(policy_path("pod-privileged"));
+    let out = ok_stdout(&[
+        "run",
+        &policy,
+        "--request",
+        &path(fixture_path("pod-create-privileged.json")),
+    ]);
+    let review: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(review["kind"], "AdmissionReview");
+    assert_eq!(review["response"]["allowed"], false);
+    assert_eq!(
+        review["response"]["uid"],
+        "61b212d3-f615-5e7b-b684-c60dbe71a3d4"
+    );
+}
+
+#[test]
+fn run_prints_the_patch_of_a_mutating_policy() {
+    let policy = path(policy_path("default-security-context"));
+    let out = ok_stdout(&[
+        "run",
+        &policy,
+        "-r",
+        &path(fixture_path("pod-create-unprivileged.json")),
+    ]);
+    let review: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(review["response"]["patchType"], "JSONPatch");
+    assert!(review["response"]["patch"].as_str().unwrap().len() > 10);
+}
+
+#[test]
+fn run_takes_settings_inline_or_from_a_yaml_file() {
+    let policy = path(policy_path("required-labels"));
+    let request = path(fixture_path("pod-create-missing-labels.json"));
+    let out = ok_stdout(&[
+        "run",
+        &policy,
+        "-r",
+        &request,
+        "--settings",
+        r#"{"labels":["run"]}"#,
+    ]);
+    assert!(out.contains("missing label `run`"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("settings.yaml");
+    std::fs::write(&file, "labels:\n  - run\n").unwrap();
+    let out = ok_stdout(&["run", &policy, "-r", &request, "--settings", &path(file)]);
+    assert!(out.contains("missing label `run`"), "{out}");
+}
+
+#[test]
+fn clear_errors() {
+    let request = path(fixture_path("pod-delete.json"));
+    let err = failure_stderr(&["run", "/nonexistent.wasm", "-r", &request]);
+    assert!(
+        err.contains("cannot read policy module /nonexistent.wasm"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.wasm");
+    std::fs::write(&text, "hello").unwrap();
+    let err = failure_stderr(&["run", &path(text), "-r", &request]);
+    assert!(err.contains("is not a WebAssembly module"), "{err}");
+
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, wat::parse_str("(module)").unwrap()).unwrap();
+    let err = failure_stderr(&["run", &path(core), "-r", &request]);
+    assert!(
+        err.contains("core WebAssembly module, not a component"),
+        "{err}"
+    );
+
+    let labels = path(policy_path("required-labels"));
+    let err = failure_stderr(&[
+        "run",
+        &labels,
+        "-r",
+        &request,
+        "--settings",
+        "{\"labels\": [",
+    ]);
+    assert!(err.contains("settings are neither JSON"), "{err}");
+    let err = failure_stderr(&[
+        "run",
+        &labels,
+        "-r",
+        &request,
+        "--settings",
+        r#"{"labels": []}"#,
+    ]);
+    assert!(err.contains("at least one required label"), "{err}");
+
+    let err = failure_stderr(&["run", &labels, "-r", "/nonexistent.json"]);
+    assert!(err.contains("cannot read request"), "{err}");
+}
+
+#[test]
+fn inspect_shows_kind_capabilities_and_metadata() {
+    let out = ok_stdout(&["inspect", &path(policy_path("pod-privileged"))]);
+    assert!(out.contains("kind:         component"), "{out}");
+    assert!(out.contains("capabilities: none"), "{out}");
+    assert!(
+        out.contains("io.kubewarden.policy.title: pod-privileged"),
+        "{out}"
+    );
+    let out = ok_stdout(&["inspect", "--json", &path(policy_path("dns-lookup"))]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["capabilities"], serde_json::json!(["net"]));
+    assert!(report["metadata"].is_null());
+}
+
+#[test]
+fn annotate_writes_metadata_that_inspect_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = dir.path().join("metadata.yml");
+    std::fs::write(
+        &metadata,
+        "rules: []\nmutating: true\nannotations:\n  io.kubewarden.policy.title: renamed\n",
+    )
+    .unwrap();
+    let out = dir.path().join("annotated.wasm");
+    ok_stdout(&[
+        "annotate",
+        &path(policy_path("dns-lookup")),
+        "--metadata",
+        &path(metadata),
+        "--output",
+        &path(out.clone()),
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_str(&ok_stdout(&["inspect", "--json", &path(out.clone())])).unwrap();
+    assert_eq!(report["metadata"]["mutating"], true);
+    assert_eq!(
+        report["metadata"]["annotations"]["io.kubewarden.policy.title"],
+        "renamed"
+    );
+    // Still a runnable policy.
+    let run = ok_stdout(&[
+        "run",
+        &path(out),
+        "--allow",
+        "net/*",
+        "-r",
+        &path(fixture_path("pod-delete.json")),
+    ]);
+    assert!(run.contains("localhost resolves to"), "{run}");
+}
+
+#[test]
+fn bench_prints_percentiles() {
+    let out = ok_stdout(&[
+        "bench",
+        &path(policy_path("pod-privileged")),
+        "-r",
+        &path(fixture_path("pod-create-privileged.json")),
+        "--iterations",
+        "200",
+        "--warmup",
+        "20",
+    ]);
+    assert!(out.contains("accepted=false iterations=200"), "{out}");
+    assert!(out.contains("p50=") && out.contains("p99="), "{out}");
+}
