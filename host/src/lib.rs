@@ -30,6 +30,7 @@ mod limits;
 pub mod metadata;
 mod policy;
 mod request;
+pub mod server;
 mod state;
 mod verdict;
 

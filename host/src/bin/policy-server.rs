@@ -1,0 +1,5 @@
+//! `policy-server`: the admission webhook.
+
+fn main() -> std::process::ExitCode {
+    palisade_host::server::main()
+}

@@ -1,0 +1,191 @@
+//! Command-line flags and `KUBEWARDEN_*` variables, as Kubewarden's
+//! policy-server takes them, plus Palisade's own limits.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use super::{start, LoadOptions, ServerOptions, TlsFiles};
+
+/// The policy-server: evaluates admission requests with WebAssembly policies.
+#[derive(Debug, Parser)]
+#[command(name = "policy-server", version, about)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(
+        long = "addr",
+        env = "KUBEWARDEN_BIND_ADDRESS",
+        default_value = "0.0.0.0"
+    )]
+    pub address: IpAddr,
+    /// Webhook port.
+    #[arg(long, env = "KUBEWARDEN_PORT", default_value_t = 3000)]
+    pub port: u16,
+    /// Plain-HTTP port of `/readiness` and `/metrics`.
+    #[arg(long, env = "KUBEWARDEN_READINESS_PROBE_PORT", default_value_t = 8081)]
+    pub readiness_probe_port: u16,
+    /// Concurrent evaluations (default: number of CPUs).
+    #[arg(long, env = "KUBEWARDEN_WORKERS")]
+    pub workers: Option<usize>,
+    /// Serving certificate (PEM); plain HTTP when absent.
+    #[arg(long, env = "KUBEWARDEN_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// Serving key (PEM).
+    #[arg(long, env = "KUBEWARDEN_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM).
+    #[arg(long, env = "KUBEWARDEN_CLIENT_CA_FILE", requires = "cert_file")]
+    pub client_ca_file: Option<PathBuf>,
+    /// The `policies.yml` file.
+    #[arg(long, env = "KUBEWARDEN_POLICIES", default_value = "policies.yml")]
+    pub policies: PathBuf,
+    /// Directory for downloaded and precompiled policies.
+    #[arg(long, env = "KUBEWARDEN_POLICIES_DOWNLOAD_DIR", default_value = ".")]
+    pub policies_download_dir: PathBuf,
+    /// Default evaluation deadline, in seconds.
+    #[arg(long, env = "KUBEWARDEN_POLICY_TIMEOUT", default_value_t = 2)]
+    pub policy_timeout: u64,
+    /// Log filter (`info`, `debug`, `palisade_host=debug`...).
+    #[arg(long, env = "KUBEWARDEN_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long = "log-fmt", env = "KUBEWARDEN_LOG_FMT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Accept every request from this namespace without evaluation (the engine's own).
+    #[arg(long, env = "KUBEWARDEN_ALWAYS_ACCEPT_ADMISSION_REVIEWS_ON_NAMESPACE")]
+    pub always_accept_admission_reviews_on_namespace: Option<String>,
+    /// Serve policies that fail to load (they reject with code 500) instead of exiting.
+    #[arg(long, env = "KUBEWARDEN_CONTINUE_ON_ERRORS")]
+    pub continue_on_errors: bool,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "PALISADE_MAX_REQUEST_BYTES", default_value_t = 3 << 20)]
+    pub max_request_bytes: usize,
+    /// Memory cap of every policy, in MiB.
+    #[arg(long, env = "PALISADE_POLICY_MEMORY_MIB", default_value_t = 128)]
+    pub policy_memory_mib: usize,
+    /// How often the policies and certificate files are checked for changes, in milliseconds.
+    #[arg(long, env = "PALISADE_WATCH_INTERVAL_MS", default_value_t = 2000)]
+    pub watch_interval_ms: u64,
+    /// How long in-flight requests may run after SIGTERM, in seconds.
+    #[arg(long, env = "PALISADE_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl ServerArgs {
+    /// The server options these flags describe.
+    pub fn options(&self) -> ServerOptions {
+        let Self {
+            address,
+            port,
+            readiness_probe_port,
+            workers,
+            cert_file,
+            key_file,
+            client_ca_file,
+            policies,
+            policies_download_dir,
+            policy_timeout,
+            log_level: _,
+            log_format: _,
+            always_accept_admission_reviews_on_namespace,
+            continue_on_errors,
+            max_request_bytes,
+            policy_memory_mib,
+            watch_interval_ms,
+            shutdown_grace_seconds,
+        } = self;
+        let tls = match (cert_file, key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: client_ca_file.clone(),
+            }),
+            _ => None,
+        };
+        ServerOptions {
+            addr: SocketAddr::new(*address, *port),
+            readiness_addr: SocketAddr::new(*address, *readiness_probe_port),
+            workers: workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            tls,
+            policies_file: policies.clone(),
+            cache_dir: Some(policies_download_dir.join(".palisade-compiled")),
+            load: LoadOptions {
+                default_timeout: Duration::from_secs(*policy_timeout),
+                memory_bytes: policy_memory_mib.saturating_mul(1 << 20),
+                continue_on_errors: *continue_on_errors,
+            },
+            always_accept_namespace: always_accept_admission_reviews_on_namespace.clone(),
+            max_body_bytes: *max_request_bytes,
+            watch_interval: Duration::from_millis((*watch_interval_ms).max(10)),
+            shutdown_grace: Duration::from_secs(*shutdown_grace_seconds),
+        }
+    }
+}
+
+fn init_logs(args: &ServerArgs) {
+    let filter = tracing_subscriber::EnvFilter::new(&args.log_level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match args.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Runs the policy-server until SIGTERM or SIGINT; SIGHUP reloads the policies.
+pub fn main() -> ExitCode {
+    let args = ServerArgs::parse();
+    init_logs(&args);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args.options())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "policy-server failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(options: ServerOptions) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let server = start(options).await?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading policies");
+                server.reload();
+            }
+        }
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}

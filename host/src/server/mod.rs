@@ -1,0 +1,355 @@
+//! The policy-server: the HTTPS admission webhook the API server calls.
+//!
+//! Wire-compatible with Kubewarden's (paths, `policies.yml`, response
+//! shapes, flags and `KUBEWARDEN_*` variables). Everything lives here so
+//! that tests start it in-process on real sockets; the binary only parses
+//! arguments and forwards signals.
+
+mod args;
+pub mod config;
+pub mod expression;
+mod http;
+mod metrics;
+pub mod policies;
+mod tls;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+pub use args::{main, ServerArgs};
+pub use config::{ConfigError, PoliciesConfig, PolicyMode};
+pub use policies::{LoadOptions, PolicySet};
+pub use tls::TlsError;
+
+use self::http::AppState;
+use self::metrics::Metrics;
+use self::tls::ReloadingCertificate;
+use crate::{CompileCache, EngineConfig, LoadError, PolicyEngine, PolicyLoader};
+
+/// Certificate files for HTTPS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Require client certificates signed by this CA (mTLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub addr: SocketAddr,
+    pub readiness_addr: SocketAddr,
+    /// Concurrent evaluations.
+    pub workers: usize,
+    /// HTTPS when set; plain HTTP otherwise.
+    pub tls: Option<TlsFiles>,
+    pub policies_file: PathBuf,
+    /// Where precompiled policies are kept across restarts.
+    pub cache_dir: Option<PathBuf>,
+    pub load: LoadOptions,
+    pub always_accept_namespace: Option<String>,
+    pub max_body_bytes: usize,
+    /// How often the policies file and the certificate files are checked for changes.
+    pub watch_interval: Duration,
+    /// How long in-flight requests may take to finish after a shutdown request.
+    pub shutdown_grace: Duration,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("policy loading task failed: {0}")]
+    Task(String),
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The webhook address actually bound (port 0 resolved).
+    pub addr: SocketAddr,
+    /// The readiness and metrics address actually bound.
+    pub readiness_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    reload: Arc<Notify>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, then returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Reloads the policies file now (what SIGHUP does).
+    pub fn reload(&self) {
+        self.reload.notify_one();
+    }
+}
+
+/// Loads the policies and starts serving.
+pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError> {
+    let engine = PolicyEngine::new(EngineConfig {
+        max_concurrent_instances: u32::try_from(options.workers.saturating_mul(2).max(16))
+            .unwrap_or(u32::MAX),
+        ..EngineConfig::default()
+    })?;
+    let loader = match &options.cache_dir {
+        Some(dir) => PolicyLoader::with_cache(engine, CompileCache::new(dir)?),
+        None => PolicyLoader::new(engine),
+    };
+    let state = Arc::new(AppState {
+        policies: ArcSwap::from_pointee(PolicySet::default()),
+        metrics: Metrics::default(),
+        workers: Semaphore::new(options.workers.max(1)),
+        max_body_bytes: options.max_body_bytes,
+        always_accept_namespace: options.always_accept_namespace.clone(),
+        ready: AtomicBool::new(false),
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    // Readiness first, so that the kubelet sees "not ready" while loading.
+    let probe_listener = bind(options.readiness_addr).await?;
+    let readiness_addr = local_addr(&probe_listener, options.readiness_addr)?;
+    let probe_state = state.clone();
+    tasks.push(tokio::spawn(serve(
+        probe_listener,
+        None,
+        move |req| http::handle_probe(probe_state.clone(), req),
+        shutdown_rx.clone(),
+        options.shutdown_grace,
+    )));
+
+    let (set, policies_text) = load_set(&options, &loader).await?;
+    tracing::info!(policies = set.len(), "policies loaded");
+    state.policies.store(Arc::new(set));
+    state.ready.store(true, Ordering::Release);
+
+    let certificate = match &options.tls {
+        Some(files) => Some(Arc::new(ReloadingCertificate::new(
+            &files.cert,
+            &files.key,
+        )?)),
+        None => None,
+    };
+    let acceptor = match (&options.tls, &certificate) {
+        (Some(files), Some(cert)) => Some(TlsAcceptor::from(Arc::new(tls::server_config(
+            cert.clone(),
+            files.client_ca.as_deref(),
+        )?))),
+        _ => None,
+    };
+    let listener = bind(options.addr).await?;
+    let addr = local_addr(&listener, options.addr)?;
+    let handler_state = state.clone();
+    tasks.push(tokio::spawn(serve(
+        listener,
+        acceptor,
+        move |req| http::handle(handler_state.clone(), req),
+        shutdown_rx.clone(),
+        options.shutdown_grace,
+    )));
+    tracing::info!(%addr, %readiness_addr, tls = options.tls.is_some(), "policy-server listening");
+
+    let reload = Arc::new(Notify::new());
+    tasks.push(tokio::spawn(watch_changes(
+        options,
+        loader,
+        state,
+        certificate,
+        policies_text,
+        reload.clone(),
+        shutdown_rx,
+    )));
+    Ok(RunningServer {
+        addr,
+        readiness_addr,
+        shutdown,
+        reload,
+        tasks,
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+    listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Reads and loads the policies file off the runtime's threads.
+async fn load_set(
+    options: &ServerOptions,
+    loader: &PolicyLoader,
+) -> Result<(PolicySet, String), ServerError> {
+    let path = options.policies_file.clone();
+    let load = options.load.clone();
+    let loader = loader.clone();
+    tokio::task::spawn_blocking(move || {
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let config = PoliciesConfig::parse(&text, &path.display().to_string())?;
+        Ok((PolicySet::load(&config, &loader, &load)?, text))
+    })
+    .await
+    .map_err(|e| ServerError::Task(e.to_string()))?
+}
+
+/// Accepts connections until shutdown, then waits (up to `grace`) for the
+/// open ones to finish their requests.
+async fn serve<F, Fut>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    handler: F,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = hyper::Response<http_body_util::Full<bytes::Bytes>>>
+        + Send
+        + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let watcher = graceful.watcher();
+                let handler = handler.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let handler = handler.clone();
+                        async move { Ok::<_, Infallible>(handler(req).await) }
+                    });
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let result = match tls {
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(stream) => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                        },
+                        None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "connections still open after the shutdown grace period"
+        );
+    }
+}
+
+/// Polls the policies file and the certificate; reloads on change or on
+/// request (SIGHUP). A new policy set that fails to load is logged and the
+/// current one keeps serving.
+async fn watch_changes(
+    options: ServerOptions,
+    loader: PolicyLoader,
+    state: Arc<AppState>,
+    certificate: Option<Arc<ReloadingCertificate>>,
+    mut policies_text: String,
+    reload: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut interval = tokio::time::interval(options.watch_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let forced = tokio::select! {
+            _ = interval.tick() => false,
+            _ = reload.notified() => true,
+            _ = shutdown.changed() => return,
+        };
+        if let Some(cert) = &certificate {
+            match cert.reload_if_changed() {
+                Ok(true) => tracing::info!("TLS certificate reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot reload the TLS certificate; the current one keeps serving")
+                }
+            }
+        }
+        let current = match tokio::fs::read_to_string(&options.policies_file).await {
+            Ok(text) => text,
+            Err(e) => {
+                if forced {
+                    tracing::error!(error = %e, "cannot read the policies file");
+                }
+                continue;
+            }
+        };
+        if !forced && current == policies_text {
+            continue;
+        }
+        tracing::info!(forced, "reloading policies");
+        match load_set(&options, &loader).await {
+            Ok((set, text)) => {
+                tracing::info!(policies = set.len(), "new policy set serving");
+                state.policies.store(Arc::new(set));
+                policies_text = text;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "new policy set failed to load; the current one keeps serving");
+                // Do not retry the same broken text every tick.
+                policies_text = current;
+            }
+        }
+    }
+}

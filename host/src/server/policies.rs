@@ -1,0 +1,420 @@
+//! The set of policies a policy-server serves, and how a request is
+//! evaluated against one of them (post-processing included).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube_core::response::{Status, StatusCause, StatusDetails, StatusSummary};
+
+use super::config::{module_path, ConfigError, Entry, PoliciesConfig, PolicyMode};
+use super::expression::Expr;
+use crate::{
+    AdmissionResponse, Grants, LoadedPolicy, PolicyConfig, PolicyLimits, PolicyLoader,
+    PolicyRequest,
+};
+
+/// How policies are loaded.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Deadline of an evaluation when a policy sets no `timeoutEvalSeconds`.
+    pub default_timeout: Duration,
+    /// Memory cap of every policy.
+    pub memory_bytes: usize,
+    /// Serve a policy that failed to load (it rejects with code 500)
+    /// instead of refusing the whole configuration.
+    pub continue_on_errors: bool,
+}
+
+/// Which endpoint a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `/validate`: the policy's mode, mutation ban and message apply.
+    Validate,
+    /// `/audit`: the raw verdict.
+    Audit,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Validate => "validate",
+            Self::Audit => "audit",
+        }
+    }
+}
+
+/// One loaded policy, or why it could not be loaded.
+#[derive(Debug)]
+struct Member {
+    settings: String,
+    loaded: Result<LoadedPolicy, String>,
+}
+
+impl Member {
+    /// Evaluates, turning every failure into a 500 rejection (a broken policy
+    /// answers; it does not take the server down).
+    fn evaluate(&self, request: &PolicyRequest) -> (AdmissionResponse, Option<&'static str>) {
+        let loaded = match &self.loaded {
+            Ok(loaded) => loaded,
+            Err(reason) => {
+                return (
+                    rejection(request.uid(), reason.clone(), 500),
+                    Some("not_loaded"),
+                )
+            }
+        };
+        match loaded.validate(request, &self.settings) {
+            Ok(verdict) => (verdict.into_response(request.uid(), request.object()), None),
+            Err(e) => (
+                rejection(request.uid(), e.to_string(), 500),
+                Some(e.label()),
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Target {
+    Policy {
+        member: Member,
+        allowed_to_mutate: bool,
+    },
+    Group {
+        expression: Expr,
+        members: BTreeMap<String, Member>,
+    },
+}
+
+/// A policy or group as served.
+#[derive(Debug)]
+pub struct ServedPolicy {
+    mode: PolicyMode,
+    message: Option<String>,
+    target: Target,
+}
+
+/// The result of one evaluation.
+#[derive(Debug)]
+pub struct Outcome {
+    pub response: AdmissionResponse,
+    pub mode: PolicyMode,
+    /// What the policy itself decided, before monitor mode.
+    pub accepted: bool,
+    pub mutated: bool,
+    /// Set when the policy failed rather than decided (`timeout`, `trap`...).
+    pub error: Option<&'static str>,
+}
+
+/// Every policy of one configuration, by id. Replaced as a whole on reload.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    policies: HashMap<String, Arc<ServedPolicy>>,
+}
+
+impl PolicySet {
+    /// Loads every policy of `config`, validating settings once. A policy
+    /// that fails fails the whole set unless `continue_on_errors`.
+    pub fn load(
+        config: &PoliciesConfig,
+        loader: &PolicyLoader,
+        options: &LoadOptions,
+    ) -> Result<Self, ConfigError> {
+        let mut policies = HashMap::new();
+        let total = config.entries.len();
+        for (n, (id, entry)) in config.entries.iter().enumerate() {
+            tracing::info!(policy = %id, progress = format!("{}/{total}", n + 1), "loading policy");
+            let served = match entry {
+                Entry::Policy(spec) => ServedPolicy {
+                    mode: spec.policy_mode,
+                    message: spec.message.clone(),
+                    target: Target::Policy {
+                        member: load_member(
+                            loader,
+                            options,
+                            id,
+                            &spec.module,
+                            &spec.settings,
+                            spec.timeout_eval_seconds,
+                            &spec.host_capabilities,
+                        )?,
+                        allowed_to_mutate: spec.allowed_to_mutate,
+                    },
+                },
+                Entry::Group(spec) => {
+                    let expression =
+                        Expr::parse(&spec.expression).map_err(|e| ConfigError::Entry {
+                            path: "policies".into(),
+                            id: id.clone(),
+                            reason: format!("expression `{}`: {e}", spec.expression),
+                        })?;
+                    if let Some(unknown) = expression
+                        .members()
+                        .into_iter()
+                        .find(|m| !spec.policies.contains_key(*m))
+                    {
+                        return Err(ConfigError::Entry {
+                            path: "policies".into(),
+                            id: id.clone(),
+                            reason: format!("expression calls `{unknown}()`, which is not a member of the group"),
+                        });
+                    }
+                    let mut members = BTreeMap::new();
+                    for (name, member) in &spec.policies {
+                        let member_id = format!("{id}/{name}");
+                        members.insert(
+                            name.clone(),
+                            load_member(
+                                loader,
+                                options,
+                                &member_id,
+                                &member.module,
+                                &member.settings,
+                                member.timeout_eval_seconds,
+                                &member.host_capabilities,
+                            )?,
+                        );
+                    }
+                    ServedPolicy {
+                        mode: spec.policy_mode,
+                        message: Some(spec.message.clone()),
+                        target: Target::Group {
+                            expression,
+                            members,
+                        },
+                    }
+                }
+            };
+            policies.insert(id.clone(), Arc::new(served));
+        }
+        Ok(Self { policies })
+    }
+
+    /// Number of policies and groups.
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// The policy with this id.
+    pub fn get(&self, id: &str) -> Option<Arc<ServedPolicy>> {
+        self.policies.get(id).cloned()
+    }
+}
+
+fn load_member(
+    loader: &PolicyLoader,
+    options: &LoadOptions,
+    id: &str,
+    module: &str,
+    settings: &serde_json::Value,
+    timeout_seconds: Option<u64>,
+    capabilities: &[String],
+) -> Result<Member, ConfigError> {
+    let settings = settings.to_string();
+    let attempt = || -> Result<LoadedPolicy, String> {
+        let path = module_path(id, module).map_err(|e| e.to_string())?;
+        let config = PolicyConfig {
+            id: id.to_owned(),
+            grants: Grants::new(capabilities.iter().cloned()),
+            limits: PolicyLimits {
+                timeout: timeout_seconds.map_or(options.default_timeout, Duration::from_secs),
+                memory_bytes: options.memory_bytes,
+            },
+        };
+        let loaded = loader.load_file(&path, config).map_err(|e| e.to_string())?;
+        loaded
+            .validate_settings(&settings)
+            .map_err(|e| format!("policy {id}: {e}"))?;
+        Ok(loaded)
+    };
+    match attempt() {
+        Ok(loaded) => Ok(Member {
+            settings,
+            loaded: Ok(loaded),
+        }),
+        Err(reason) if options.continue_on_errors => {
+            tracing::error!(policy = %id, %reason, "policy failed to initialise; it will reject every request");
+            Ok(Member {
+                settings,
+                loaded: Err(format!("policy {id} failed to initialise: {reason}")),
+            })
+        }
+        Err(reason) => Err(ConfigError::Module {
+            id: id.to_owned(),
+            module: module.to_owned(),
+            reason,
+        }),
+    }
+}
+
+impl ServedPolicy {
+    /// Evaluates one request. CPU-bound: call it off the async runtime.
+    pub fn evaluate(&self, id: &str, request: &PolicyRequest, origin: Origin) -> Outcome {
+        let (mut response, error, allowed_to_mutate) = match &self.target {
+            Target::Policy {
+                member,
+                allowed_to_mutate,
+            } => {
+                let (response, error) = member.evaluate(request);
+                (response, error, *allowed_to_mutate)
+            }
+            Target::Group {
+                expression,
+                members,
+            } => {
+                let (response, error) =
+                    evaluate_group(expression, members, request, self.message.as_deref());
+                (response, error, false)
+            }
+        };
+        let accepted = response.allowed;
+        let mutated = response.patch.is_some();
+        if origin == Origin::Validate {
+            self.post_process(id, &mut response, allowed_to_mutate);
+        }
+        Outcome {
+            response,
+            mode: self.mode,
+            accepted,
+            mutated,
+            error,
+        }
+    }
+
+    /// Monitor mode, then the mutation ban, then the custom message.
+    fn post_process(&self, id: &str, response: &mut AdmissionResponse, allowed_to_mutate: bool) {
+        if self.mode == PolicyMode::Monitor {
+            response.allowed = true;
+            response.status = None;
+            response.patch = None;
+            response.patch_type = None;
+            return;
+        }
+        if response.patch.is_some() && !allowed_to_mutate {
+            *response = AdmissionResponse {
+                patch: None,
+                patch_type: None,
+                ..rejection(
+                    &response.uid,
+                    format!(
+                        "Request rejected by policy {id}. The policy attempted to mutate the request, but it is currently configured to not allow mutations."
+                    ),
+                    400,
+                )
+            };
+        }
+        if let (false, Some(message), Target::Policy { .. }) =
+            (response.allowed, &self.message, &self.target)
+        {
+            if let Some(status) = response.status.as_mut() {
+                let original = std::mem::replace(&mut status.message, message.clone());
+                status
+                    .details
+                    .get_or_insert_with(details)
+                    .causes
+                    .push(cause(String::new(), original));
+            }
+        }
+    }
+}
+
+/// Lazy, short-circuit evaluation of a group; rejections of the members that
+/// were evaluated become the causes.
+fn evaluate_group(
+    expression: &Expr,
+    members: &BTreeMap<String, Member>,
+    request: &PolicyRequest,
+    message: Option<&str>,
+) -> (AdmissionResponse, Option<&'static str>) {
+    let mut causes = Vec::new();
+    let mut warnings = Vec::new();
+    let mut error = None;
+    let result = expression.evaluate::<std::convert::Infallible>(&mut |name| {
+        let Some(member) = members.get(name) else {
+            return Ok(false);
+        };
+        let (response, member_error) = member.evaluate(request);
+        error = error.or(member_error);
+        warnings.extend(response.warnings);
+        if !response.allowed {
+            causes.push(cause(
+                format!("spec.policies.{name}"),
+                response.status.map(|s| s.message).unwrap_or_default(),
+            ));
+        }
+        Ok(response.allowed)
+    });
+    let allowed = matches!(result, Ok(true));
+    let mut response = if allowed {
+        acceptance(request.uid())
+    } else {
+        let mut r = rejection(
+            request.uid(),
+            message.unwrap_or("rejected by policy group").to_owned(),
+            400,
+        );
+        if let Some(status) = r.status.as_mut() {
+            let mut d = details();
+            d.causes = causes;
+            status.details = Some(d);
+        }
+        r
+    };
+    response.warnings = warnings;
+    (response, error)
+}
+
+/// A rejection response.
+pub fn rejection(uid: &str, message: String, code: u16) -> AdmissionResponse {
+    AdmissionResponse {
+        uid: uid.to_owned(),
+        allowed: false,
+        status: Some(Status {
+            status: Some(StatusSummary::Failure),
+            code,
+            message,
+            ..Status::default()
+        }),
+        patch_type: None,
+        patch: None,
+        audit_annotations: BTreeMap::new(),
+        warnings: Vec::new(),
+    }
+}
+
+/// A plain acceptance.
+pub fn acceptance(uid: &str) -> AdmissionResponse {
+    AdmissionResponse {
+        uid: uid.to_owned(),
+        allowed: true,
+        status: None,
+        patch_type: None,
+        patch: None,
+        audit_annotations: BTreeMap::new(),
+        warnings: Vec::new(),
+    }
+}
+
+fn details() -> StatusDetails {
+    StatusDetails {
+        name: String::new(),
+        group: String::new(),
+        kind: String::new(),
+        uid: String::new(),
+        causes: Vec::new(),
+        retry_after_seconds: 0,
+    }
+}
+
+fn cause(field: String, message: String) -> StatusCause {
+    StatusCause {
+        reason: String::new(),
+        message,
+        field,
+    }
+}
