@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub mod server;
+
 use palisade_host::{
     CompileCache, EngineConfig, LoadedPolicy, PolicyConfig, PolicyEngine, PolicyLoader,
     PolicyRequest,

@@ -1,0 +1,146 @@
+//! Helpers for policy-server tests: a test PKI, a server started in-process
+//! on loopback, and HTTPS clients.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use palisade_host::server::{start, LoadOptions, RunningServer, ServerOptions, TlsFiles};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+use super::policy_path;
+
+/// A test certificate authority.
+pub struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Self { issuer }
+    }
+
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A certificate for `127.0.0.1` and `localhost`, as (cert PEM, key PEM).
+    pub fn leaf(&self, name: &str) -> (String, String) {
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// Writes `policies.yml` with `{POLICIES}` replaced by the built policies' directory.
+pub fn write_policies(dir: &Path, yaml: &str) -> PathBuf {
+    let policies_dir = policy_path("pod-privileged").parent().unwrap().to_owned();
+    let path = dir.join("policies.yml");
+    let text = yaml.replace("{POLICIES}", &policies_dir.to_string_lossy());
+    // Write then rename, as a ConfigMap update does: a reader never sees half a file.
+    let tmp = dir.join(".policies.yml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+/// A running server with its files.
+pub struct TestServer {
+    pub server: RunningServer,
+    pub dir: tempfile::TempDir,
+    pub ca: Option<TestCa>,
+    pub base: String,
+    pub probe: String,
+}
+
+/// Default options for a server on loopback with ephemeral ports.
+pub fn options(dir: &Path, policies: PathBuf) -> ServerOptions {
+    ServerOptions {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        readiness_addr: "127.0.0.1:0".parse().unwrap(),
+        workers: 4,
+        tls: None,
+        policies_file: policies,
+        cache_dir: Some(dir.join("compiled")),
+        load: LoadOptions {
+            default_timeout: Duration::from_secs(2),
+            memory_bytes: 64 << 20,
+            continue_on_errors: false,
+        },
+        always_accept_namespace: None,
+        max_body_bytes: 3 << 20,
+        watch_interval: Duration::from_millis(100),
+        shutdown_grace: Duration::from_secs(10),
+    }
+}
+
+/// Starts an HTTPS server (a fresh test CA) serving `yaml`; `adjust` may
+/// change the options first.
+pub async fn https_server(
+    yaml: &str,
+    adjust: impl FnOnce(&mut ServerOptions, &Path),
+) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("palisade test CA");
+    let (cert, key) = ca.leaf("policy-server");
+    std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+    std::fs::write(dir.path().join("tls.key"), key).unwrap();
+    let policies = write_policies(dir.path(), yaml);
+    let mut opts = options(dir.path(), policies);
+    opts.tls = Some(TlsFiles {
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+        client_ca: None,
+    });
+    adjust(&mut opts, dir.path());
+    let server = start(opts).await.unwrap();
+    let base = format!("https://127.0.0.1:{}", server.addr.port());
+    let probe = format!("http://127.0.0.1:{}", server.readiness_addr.port());
+    TestServer {
+        server,
+        dir,
+        ca: Some(ca),
+        base,
+        probe,
+    }
+}
+
+/// An HTTPS client trusting `ca_pem`.
+pub fn client(ca_pem: &str) -> reqwest::Client {
+    client_builder(ca_pem).build().unwrap()
+}
+
+pub fn client_builder(ca_pem: &str) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(30))
+}
+
+/// POSTs a fixture file and returns (HTTP status, JSON body).
+pub async fn post_fixture(
+    client: &reqwest::Client,
+    url: &str,
+    fixture: &str,
+) -> (u16, serde_json::Value) {
+    let body = std::fs::read(super::fixture_path(fixture)).unwrap();
+    post(client, url, body).await
+}
+
+pub async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+    let response = client.post(url).body(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    let json = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
