@@ -1,0 +1,175 @@
+//! The `policy-server` binary as a process: flags, signals, shutdown.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::server::{client, post_fixture, write_policies, TestCa};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+struct Process {
+    child: Child,
+    base: String,
+    probe: String,
+    ca: TestCa,
+    _dir: tempfile::TempDir,
+}
+
+async fn spawn(yaml: &str, extra_env: &[(&str, &str)]) -> Process {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("process test CA");
+    let (cert, key) = ca.leaf("policy-server");
+    std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+    std::fs::write(dir.path().join("tls.key"), key).unwrap();
+    let policies = write_policies(dir.path(), yaml);
+    let (port, probe_port) = (free_port(), free_port());
+    // Configured the way the controller does it: environment variables.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_policy-server"));
+    command
+        .env("KUBEWARDEN_BIND_ADDRESS", "127.0.0.1")
+        .env("KUBEWARDEN_PORT", port.to_string())
+        .env("KUBEWARDEN_READINESS_PROBE_PORT", probe_port.to_string())
+        .env("KUBEWARDEN_CERT_FILE", dir.path().join("tls.crt"))
+        .env("KUBEWARDEN_KEY_FILE", dir.path().join("tls.key"))
+        .env("KUBEWARDEN_POLICIES", &policies)
+        .env("KUBEWARDEN_POLICIES_DOWNLOAD_DIR", dir.path())
+        .env("KUBEWARDEN_LOG_FMT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        command.env(k, v);
+    }
+    let child = command.spawn().unwrap();
+    let probe = format!("http://127.0.0.1:{probe_port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{probe}/readiness")).await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "policy-server never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Process {
+        child,
+        base: format!("https://127.0.0.1:{port}"),
+        probe,
+        ca,
+        _dir: dir,
+    }
+}
+
+const SLOW: &str = "slow:\n  module: file://{POLICIES}/endless-loop.wasm\n  timeoutEvalSeconds: 1\nprivileged:\n  module: file://{POLICIES}/pod-privileged.wasm\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let mut p = spawn(SLOW, &[("KUBEWARDEN_WORKERS", "8")]).await;
+    let c = client(&p.ca.pem());
+    let in_flight: Vec<_> = (0..8)
+        .map(|_| {
+            let c = c.clone();
+            let url = format!("{}/validate/slow", p.base);
+            tokio::spawn(
+                async move { post_fixture(&c, &url, "pod-create-unprivileged.json").await },
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&p.child, "TERM");
+    for request in in_flight {
+        let (status, body) = request
+            .await
+            .expect("no connection error for a request in flight");
+        assert_eq!(status, 200);
+        assert!(body["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("time limit"));
+    }
+    let status = tokio::task::spawn_blocking(move || p.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "clean exit after SIGTERM: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_json_logs_carry_the_request() {
+    let mut p = spawn(SLOW, &[]).await;
+    let c = client(&p.ca.pem());
+    let (_, body) = post_fixture(
+        &c,
+        &format!("{}/validate/privileged", p.base),
+        "pod-create-privileged.json",
+    )
+    .await;
+    assert_eq!(body["response"]["allowed"], false);
+    signal(&p.child, "HUP");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, body) = post_fixture(
+        &c,
+        &format!("{}/validate/privileged", p.base),
+        "pod-create-unprivileged.json",
+    )
+    .await;
+    assert_eq!(
+        body["response"]["allowed"], true,
+        "still serving after the reload"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", p.probe))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains(r#"policy_name="privileged""#));
+    signal(&p.child, "TERM");
+    let output = tokio::task::spawn_blocking(move || {
+        p.child.wait().unwrap();
+        let mut logs = String::new();
+        std::io::Read::read_to_string(p.child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+        logs
+    })
+    .await
+    .unwrap();
+    let evaluated = output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "evaluated")
+        .unwrap_or_else(|| panic!("no evaluation log line in:\n{output}"));
+    assert_eq!(evaluated["uid"], "61b212d3-f615-5e7b-b684-c60dbe71a3d4");
+    assert_eq!(evaluated["policy"], "privileged");
+    assert_eq!(evaluated["allowed"], false);
+    assert!(evaluated["latency_us"].as_u64().is_some());
+    assert!(output.contains("SIGHUP: reloading policies"), "{output}");
+    assert!(output.contains("new policy set serving"), "{output}");
+}
