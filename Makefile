@@ -8,11 +8,15 @@ export CARGO_TARGET_DIR ?= $(CACHE_HOME)/palisade/target
 export PALISADE_POLICY_DIR ?= $(CARGO_TARGET_DIR)/policies
 FIXTURES ?= $(abspath ../shared/fixtures/admission)
 
-.PHONY: demo test lint policies bench clean-policies
+.PHONY: demo serve test lint policies bench bench-server clean-policies
 
 ## demo: build the sample policies and evaluate every fixture with them
 demo: policies
 	cargo run --release -q -p palisade-host --example evaluate-fixtures -- "$(PALISADE_POLICY_DIR)" "$(FIXTURES)"
+
+## serve: the policy-server on 127.0.0.1:3000 with the sample policies (Ctrl-C stops it)
+serve: policies
+	scripts/serve.sh
 
 ## test: formatting, lints, sample policies built for wasm, then every test
 test: lint policies
@@ -32,6 +36,10 @@ policies:
 ## bench: per-evaluation latency of pod-privileged, wasm next to native
 bench: policies
 	cargo bench -p palisade-host --bench evaluation
+
+## bench-server: wrk on loopback against the policy-server and a native baseline (BENCH_DURATION=5)
+bench-server: policies
+	scripts/bench-server.sh
 
 clean-policies:
 	rm -rf "$(PALISADE_POLICY_DIR)"

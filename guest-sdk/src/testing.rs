@@ -134,6 +134,12 @@ impl RequestBuilder {
         self
     }
 
+    /// The object as JSON text, used as is.
+    pub fn raw_object(mut self, object: impl Into<String>) -> Self {
+        self.0.object = Some(object.into());
+        self
+    }
+
     pub fn old_object(mut self, object: serde_json::Value) -> Self {
         self.0.old_object = Some(object.to_string());
         self

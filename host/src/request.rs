@@ -83,6 +83,11 @@ impl PolicyRequest {
         self.object.as_ref()
     }
 
+    /// The object under admission as the JSON text policies receive.
+    pub fn raw_object(&self) -> Option<&str> {
+        self.wit.object.as_deref()
+    }
+
     /// The kind of the object (`Pod`).
     pub fn kind(&self) -> &str {
         &self.wit.kind.kind

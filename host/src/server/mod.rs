@@ -32,7 +32,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use args::{main, ServerArgs};
 pub use config::{ConfigError, PoliciesConfig, PolicyMode};
-pub use policies::{LoadOptions, PolicySet};
+pub use policies::{LoadOptions, NativePolicy, PolicySet};
 pub use tls::TlsError;
 
 use self::http::AppState;
@@ -118,6 +118,22 @@ impl RunningServer {
 
 /// Loads the policies and starts serving.
 pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError> {
+    start_with(options, None).await
+}
+
+/// Starts serving `policies` instead of loading the policies file; the file
+/// is still watched, and replaces the set when it changes.
+pub async fn start_with_set(
+    options: ServerOptions,
+    policies: PolicySet,
+) -> Result<RunningServer, ServerError> {
+    start_with(options, Some(policies)).await
+}
+
+async fn start_with(
+    options: ServerOptions,
+    preloaded: Option<PolicySet>,
+) -> Result<RunningServer, ServerError> {
     let engine = PolicyEngine::new(EngineConfig {
         max_concurrent_instances: u32::try_from(options.workers.saturating_mul(2).max(16))
             .unwrap_or(u32::MAX),
@@ -150,7 +166,13 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
         options.shutdown_grace,
     )));
 
-    let (set, policies_text) = load_set(&options, &loader).await?;
+    let (set, policies_text) = match preloaded {
+        Some(set) => (
+            set,
+            std::fs::read_to_string(&options.policies_file).unwrap_or_default(),
+        ),
+        None => load_set(&options, &loader).await?,
+    };
     tracing::info!(policies = set.len(), "policies loaded");
     state.policies.store(Arc::new(set));
     state.ready.store(true, Ordering::Release);

@@ -74,10 +74,17 @@ impl Member {
     }
 }
 
+/// A policy compiled into the server instead of loaded from WebAssembly
+/// (benchmarks use it as the native baseline behind the same HTTP stack).
+pub trait NativePolicy: Send + Sync + std::fmt::Debug {
+    fn validate(&self, request: &PolicyRequest) -> crate::Verdict;
+}
+
 #[derive(Debug)]
 enum Target {
+    Native(Box<dyn NativePolicy>),
     Policy {
-        member: Member,
+        member: Box<Member>,
         allowed_to_mutate: bool,
     },
     Group {
@@ -129,7 +136,7 @@ impl PolicySet {
                     mode: spec.policy_mode,
                     message: spec.message.clone(),
                     target: Target::Policy {
-                        member: load_member(
+                        member: Box::new(load_member(
                             loader,
                             options,
                             id,
@@ -137,7 +144,7 @@ impl PolicySet {
                             &spec.settings,
                             spec.timeout_eval_seconds,
                             &spec.host_capabilities,
-                        )?,
+                        )?),
                         allowed_to_mutate: spec.allowed_to_mutate,
                     },
                 },
@@ -200,6 +207,16 @@ impl PolicySet {
         self.policies.is_empty()
     }
 
+    /// Adds a native policy in protect mode.
+    pub fn insert_native(&mut self, id: impl Into<String>, policy: Box<dyn NativePolicy>) {
+        let served = ServedPolicy {
+            mode: PolicyMode::Protect,
+            message: None,
+            target: Target::Native(policy),
+        };
+        self.policies.insert(id.into(), Arc::new(served));
+    }
+
     /// The policy with this id.
     pub fn get(&self, id: &str) -> Option<Arc<ServedPolicy>> {
         self.policies.get(id).cloned()
@@ -256,6 +273,13 @@ impl ServedPolicy {
     /// Evaluates one request. CPU-bound: call it off the async runtime.
     pub fn evaluate(&self, id: &str, request: &PolicyRequest, origin: Origin) -> Outcome {
         let (mut response, error, allowed_to_mutate) = match &self.target {
+            Target::Native(policy) => (
+                policy
+                    .validate(request)
+                    .into_response(request.uid(), request.object()),
+                None,
+                false,
+            ),
             Target::Policy {
                 member,
                 allowed_to_mutate,

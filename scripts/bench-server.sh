@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Load test of the policy-server on loopback with wrk: pod-privileged as a
+# component (fresh instance per request) next to a native baseline that runs
+# the same policy code behind the same HTTP stack, over plain HTTP and TLS,
+# at 1, 8 and 64 connections, on an accepted and a rejected request.
+# Prints requests/s, p50, p99 and the server's resident memory.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+: "${CARGO_TARGET_DIR:=$root/target}"
+: "${PALISADE_POLICY_DIR:=$CARGO_TARGET_DIR/policies}"
+: "${FIXTURES:=$root/../shared/fixtures/admission}"
+duration=${BENCH_DURATION:-5}
+export CARGO_TARGET_DIR
+
+if ! command -v wrk >/dev/null; then
+  echo "==> installing wrk"
+  apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+fi
+cargo build --release -q -p palisade-host --bin policy-server --example native-baseline-server
+server="$CARGO_TARGET_DIR/release/policy-server"
+native="$CARGO_TARGET_DIR/release/examples/native-baseline-server"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
+  -keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
+printf 'pod-privileged:\n  module: file://%s/pod-privileged.wasm\n' "$PALISADE_POLICY_DIR" > "$work/policies.yml"
+
+wait_ready() {
+  for _ in $(seq 1 300); do
+    curl -sf "http://127.0.0.1:$1/readiness" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "server on readiness port $1 did not become ready" >&2
+  exit 1
+}
+
+to_ms() { # wrk prints 1.23ms, 456.78us or 1.02s
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
+}
+
+run_wrk() { # url, connections, lua script -> "rps p50 p99 errors"
+  local threads=$(( $2 > 1 ? 2 : 1 ))
+  local out
+  out=$(wrk -t "$threads" -c "$2" -d "${duration}s" --latency -s "$3" "$1")
+  local rps p50 p99 errors
+  rps=$(awk '/Requests\/sec/ { printf "%.0f", $2 }' <<<"$out")
+  p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+  p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+  errors=$(awk '/Non-2xx/ { print $5 } /Socket errors/ { print "socket:" $0 }' <<<"$out" | tr '\n' ' ')
+  echo "$rps $p50 $p99 ${errors:-0}"
+}
+
+rss_mib() { awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+
+printf '%-6s %-12s %5s | %-28s | %-28s | %s\n' transport fixture conns \
+  "palisade req/s p50 p99 RSS" "native req/s p50 p99 RSS" "palisade/native"
+for transport in http tls; do
+  tls_args=()
+  native_tls=()
+  scheme=http
+  if [ "$transport" = tls ]; then
+    tls_args=(--cert-file "$work/tls.crt" --key-file "$work/tls.key")
+    native_tls=("$work/tls.crt" "$work/tls.key")
+    scheme=https
+  fi
+  "$server" --addr 127.0.0.1 --port 3500 --readiness-probe-port 3501 --policies "$work/policies.yml" \
+    --policies-download-dir "$work" --log-level "warn,rustls=error" "${tls_args[@]}" &
+  pids+=($!); server_pid=$!
+  "$native" 3600 3601 "${native_tls[@]}" &
+  pids+=($!); native_pid=$!
+  wait_ready 3501
+  wait_ready 3601
+  for fixture in pod-create-unprivileged pod-create-privileged; do
+    cat > "$work/$fixture.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("$FIXTURES/$fixture.json", "rb")
+wrk.body = f:read("*a")
+f:close()
+LUA
+    for conns in 1 8 64; do
+      read -r p_rps p_p50 p_p99 p_err < <(run_wrk "$scheme://127.0.0.1:3500/validate/pod-privileged" "$conns" "$work/$fixture.lua")
+      read -r n_rps n_p50 n_p99 n_err < <(run_wrk "$scheme://127.0.0.1:3600/validate/pod-privileged" "$conns" "$work/$fixture.lua")
+      ratio=$(awk -v a="$p_rps" -v b="$n_rps" 'BEGIN { printf "%.0f%%", (b > 0 ? 100 * a / b : 0) }')
+      printf '%-6s %-12s %5s | %7s %6sms %6sms %4sMiB | %7s %6sms %6sms %4sMiB | %s\n' \
+        "$transport" "${fixture#pod-create-}" "$conns" \
+        "$p_rps" "$p_p50" "$p_p99" "$(rss_mib "$server_pid")" \
+        "$n_rps" "$n_p50" "$n_p99" "$(rss_mib "$native_pid")" "$ratio"
+      [ "$p_err" = 0 ] || echo "  palisade non-2xx/errors: $p_err"
+      [ "$n_err" = 0 ] || echo "  native non-2xx/errors: $n_err"
+    done
+  done
+  kill "$server_pid" "$native_pid"
+  wait "$server_pid" "$native_pid" 2>/dev/null || true
+done
