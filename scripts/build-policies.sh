@@ -33,5 +33,18 @@ done
 for p in "${test_only[@]}"; do
   cp "$built/${p//-/_}.wasm" "$out/$p.wasm"
 done
+# Legacy policies, built as Kubewarden users build theirs (a separate
+# workspace with its own lock file, the upstream SDK, plain cargo build).
+echo "==> cargo build --release (legacy waPC and WASI policies)"
+legacy=sample-policies/legacy/Cargo.toml
+cargo build --release --manifest-path "$legacy" --target wasm32-wasip1
+cargo build --release --manifest-path "$legacy" --target wasm32-unknown-unknown -p pod-privileged-wapc
+"$palisade" annotate "$CARGO_TARGET_DIR/wasm32-wasip1/release/pod_privileged_wapc.wasm" \
+  --metadata sample-policies/legacy/pod-privileged-wapc/metadata.yml --output "$out/pod-privileged-wapc-wasip1.wasm"
+"$palisade" annotate "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/pod_privileged_wapc.wasm" \
+  --metadata sample-policies/legacy/pod-privileged-wapc/metadata.yml --output "$out/pod-privileged-wapc-unknown.wasm"
+"$palisade" annotate "$CARGO_TARGET_DIR/wasm32-wasip1/release/pod-privileged-wasi.wasm" \
+  --metadata sample-policies/legacy/pod-privileged-wasi/metadata.yml --output "$out/pod-privileged-wasi.wasm"
+
 echo "==> policies in $out:"
 ls -l "$out"

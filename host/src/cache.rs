@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
-use wasmtime::Engine;
+use wasmtime::{Engine, Module};
 
 use crate::error::LoadError;
 
@@ -59,18 +59,22 @@ impl CompileCache {
         self.dir.join(format!("{module_digest}-{engine_key}.cwasm"))
     }
 
-    /// Loads the component for `wasm` from the cache, or compiles it and
-    /// stores the artifact. A damaged artifact is recompiled and replaced.
-    pub fn load_component(
+    /// Loads the compiled form of `wasm` (a component or a core module)
+    /// from the cache, or compiles it and stores the artifact. A damaged
+    /// artifact is recompiled and replaced.
+    pub(crate) fn load<T: Compiled>(
         &self,
         engine: &Engine,
         wasm: &[u8],
         module_digest: &str,
-    ) -> Result<(Component, CompileOrigin), wasmtime::Error> {
+    ) -> Result<(T, CompileOrigin), wasmtime::Error> {
         let path = self.artifact_path(engine, module_digest);
         if path.exists() {
-            match deserialize(engine, &path) {
-                Ok(component) => return Ok((component, CompileOrigin::Cache)),
+            match std::fs::read(&path)
+                .map_err(wasmtime::Error::from)
+                .and_then(|bytes| T::deserialize(engine, &bytes))
+            {
+                Ok(compiled) => return Ok((compiled, CompileOrigin::Cache)),
                 Err(e) => tracing::warn!(
                     path = %path.display(),
                     error = %e,
@@ -78,35 +82,62 @@ impl CompileCache {
                 ),
             }
         }
-        let component = Component::new(engine, wasm)?;
-        if let Err(e) = self.store(&path, &component) {
+        let compiled = T::compile(engine, wasm)?;
+        if let Err(e) = self.store(&path, &compiled.serialize()?) {
             // A read-only or full disk costs a recompilation next time, not an outage.
             tracing::warn!(path = %path.display(), error = %e, "cannot store precompiled artifact");
         }
-        Ok((component, CompileOrigin::Compiled))
+        Ok((compiled, CompileOrigin::Compiled))
     }
 
-    fn store(&self, path: &Path, component: &Component) -> Result<(), wasmtime::Error> {
-        let bytes = component.serialize()?;
+    fn store(&self, path: &Path, bytes: &[u8]) -> Result<(), wasmtime::Error> {
         // Write then rename, so that a concurrent reader never sees half a file.
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        tmp.write_all(&bytes)?;
+        tmp.write_all(bytes)?;
         tmp.as_file().sync_all()?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
     }
 }
 
+/// Code wasmtime compiles: components and core modules.
+pub(crate) trait Compiled: Sized {
+    fn compile(engine: &Engine, wasm: &[u8]) -> Result<Self, wasmtime::Error>;
+    fn serialize(&self) -> Result<Vec<u8>, wasmtime::Error>;
+    /// Artifacts are read into memory rather than mapped: a mapped file
+    /// truncated or rewritten in place would crash the process (SIGBUS).
+    fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Self, wasmtime::Error>;
+}
+
+// SAFETY (both `deserialize`s): the artifact was written by
+// `CompileCache::store` of a process with the same engine configuration
+// (the file name carries the module digest and the engine's compatibility
+// hash, and wasmtime checks its own header), in a directory that only this
+// process's owner may write.
 #[allow(unsafe_code)]
-fn deserialize(engine: &Engine, path: &Path) -> Result<Component, wasmtime::Error> {
-    // Read into memory rather than mapping the file: a mapped artifact that
-    // is truncated or rewritten in place would crash the process (SIGBUS).
-    let bytes = std::fs::read(path)?;
-    // SAFETY: the artifact was written by `CompileCache::store` of a process
-    // with the same engine configuration (the file name carries the module
-    // digest and the engine's compatibility hash, and wasmtime checks its own
-    // header), in a directory that only this process's owner may write.
-    unsafe { Component::deserialize(engine, &bytes) }
+impl Compiled for Component {
+    fn compile(engine: &Engine, wasm: &[u8]) -> Result<Self, wasmtime::Error> {
+        Component::new(engine, wasm)
+    }
+    fn serialize(&self) -> Result<Vec<u8>, wasmtime::Error> {
+        Component::serialize(self)
+    }
+    fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Self, wasmtime::Error> {
+        unsafe { Component::deserialize(engine, bytes) }
+    }
+}
+
+#[allow(unsafe_code)]
+impl Compiled for Module {
+    fn compile(engine: &Engine, wasm: &[u8]) -> Result<Self, wasmtime::Error> {
+        Module::new(engine, wasm)
+    }
+    fn serialize(&self) -> Result<Vec<u8>, wasmtime::Error> {
+        Module::serialize(self)
+    }
+    fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Self, wasmtime::Error> {
+        unsafe { Module::deserialize(engine, bytes) }
+    }
 }
 
 /// SHA-256 hex digest of a module: its identity everywhere in Palisade.

@@ -57,6 +57,7 @@ pub enum CapabilityCall {
     OciManifestDigest,
     OciManifest,
     OciVerify,
+    OciVerifyV1,
     NetDnsLookupHost,
     CryptoIsCertificateTrusted,
 }
@@ -72,6 +73,7 @@ impl CapabilityCall {
             Self::OciManifestDigest => "oci/v1/manifest_digest",
             Self::OciManifest => "oci/v1/oci_manifest",
             Self::OciVerify => "oci/v2/verify",
+            Self::OciVerifyV1 => "oci/v1/verify",
             Self::NetDnsLookupHost => "net/v1/dns_lookup_host",
             Self::CryptoIsCertificateTrusted => "crypto/v1/is_certificate_trusted",
         }

@@ -26,9 +26,12 @@ pub enum LoadError {
         "{origin} is not a WebAssembly module (it does not start with the `\\0asm` magic bytes)"
     )]
     NotWasm { origin: String },
-    /// A core module was given where a component is required.
-    #[error("{origin} is a core WebAssembly module, not a component; build component policies with `cargo component build`")]
-    NotAComponent { origin: String },
+    /// A core module that is neither a waPC policy nor marked as a WASI one.
+    #[error("{origin} is a core WebAssembly module but not a waPC policy (it exports no `__guest_call`) nor marked `executionMode: wasi` in its metadata; build component policies with `cargo component build`")]
+    NotAPolicy { origin: String },
+    /// The metadata asks for an execution mode this host does not run.
+    #[error("{origin} needs execution mode `{mode}`, which this host does not run")]
+    UnsupportedExecutionMode { origin: String, mode: String },
     /// The module failed validation or compilation (truncated, corrupted...).
     #[error("{origin} is not a valid policy module: {reason}")]
     InvalidModule { origin: String, reason: String },
@@ -83,6 +86,10 @@ pub enum EvalError {
     /// The policy answered something the host cannot use (invalid mutated object...).
     #[error("policy returned an invalid response: {0}")]
     InvalidResponse(String),
+    /// The policy reported an error instead of a decision (waPC `__guest_error`,
+    /// a WASI policy's non-zero exit).
+    #[error("the policy reported an error: {0}")]
+    PolicyError(String),
     /// Anything else the runtime reported.
     #[error("policy evaluation failed: {0}")]
     Runtime(String),
@@ -98,6 +105,7 @@ impl EvalError {
             Self::Busy(_) => "busy",
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidResponse(_) => "invalid_response",
+            Self::PolicyError(_) => "policy_error",
             Self::Runtime(_) => "runtime",
         }
     }

@@ -33,6 +33,7 @@ mod request;
 pub mod server;
 mod state;
 mod verdict;
+mod wapc;
 
 pub use cache::{module_digest, CompileCache, CompileOrigin};
 pub use capabilities::{Capability, CapabilityCall, Grants};
@@ -40,6 +41,6 @@ pub use engine::{EngineConfig, PolicyEngine, DEFAULT_EPOCH_TICK, MAX_POLICY_MEMO
 pub use error::{EvalError, LoadError, SettingsError};
 pub use limits::{PolicyLimits, DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT};
 pub use metadata::PolicyMetadata;
-pub use policy::{LoadedPolicy, ModuleKind, PolicyConfig, PolicyLoader};
+pub use policy::{LoadedPolicy, ModuleKind, PolicyConfig, PolicyKind, PolicyLoader};
 pub use request::PolicyRequest;
 pub use verdict::{AdmissionResponse, Verdict, DEFAULT_REJECTION_CODE};

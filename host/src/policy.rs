@@ -5,18 +5,19 @@ use std::sync::Arc;
 
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Store, Trap};
+use wasmtime::{Module, Store, Trap};
 
 use crate::bindings::{self, Policy as PolicyBindings, PolicyPre};
-use crate::cache::{module_digest, CompileCache, CompileOrigin};
+use crate::cache::{module_digest, CompileCache, CompileOrigin, Compiled};
 use crate::capabilities::{Capability, Grants};
 use crate::engine::PolicyEngine;
 use crate::error::{EvalError, LoadError, SettingsError};
 use crate::limits::{MemoryCapExceeded, PolicyLimits};
-use crate::metadata::{read_metadata, PolicyMetadata};
+use crate::metadata::{read_metadata, ExecutionMode, PolicyMetadata};
 use crate::request::PolicyRequest;
 use crate::state::{HostState, PolicyContext};
 use crate::verdict::Verdict;
+use crate::wapc::{AbiViolation, CoreMode, CoreRuntime, Runner};
 
 /// How an operator configured one policy.
 #[derive(Debug, Clone)]
@@ -62,10 +63,36 @@ impl ModuleKind {
     }
 }
 
+/// What kind of policy a loaded module is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    /// A component of the `palisade:policy` world.
+    Component,
+    /// A Kubewarden waPC core module.
+    Wapc,
+    /// A Kubewarden `wasi` execution-mode program.
+    Wasi,
+}
+
+impl PolicyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Component => "component",
+            Self::Wapc => "waPC",
+            Self::Wasi => "wasi",
+        }
+    }
+}
+
+enum Runtime {
+    Component(PolicyPre<HostState>),
+    Core(CoreRuntime),
+}
+
 /// A loaded, ready-to-evaluate policy. Cheap to share across threads.
 pub struct LoadedPolicy {
     engine: PolicyEngine,
-    pre: PolicyPre<HostState>,
+    runtime: Runtime,
     context: Arc<PolicyContext>,
     limits: PolicyLimits,
     digest: String,
@@ -132,19 +159,9 @@ impl PolicyLoader {
             origin: origin.to_owned(),
             reason,
         };
-        match ModuleKind::detect(wasm) {
-            Some(ModuleKind::Component) => {}
-            Some(ModuleKind::CoreModule) => {
-                return Err(LoadError::NotAComponent {
-                    origin: origin.to_owned(),
-                })
-            }
-            None => {
-                return Err(LoadError::NotWasm {
-                    origin: origin.to_owned(),
-                })
-            }
-        }
+        let kind = ModuleKind::detect(wasm).ok_or_else(|| LoadError::NotWasm {
+            origin: origin.to_owned(),
+        })?;
         let metadata = read_metadata(wasm).map_err(|e| match e {
             crate::metadata::MetadataError::Wasm(reason) => invalid(reason),
             json => LoadError::InvalidMetadata {
@@ -154,30 +171,31 @@ impl PolicyLoader {
         })?;
         let digest = module_digest(wasm);
         let engine = self.engine.engine();
-        let (component, compile_origin) = match &self.cache {
-            Some(cache) => cache.load_component(engine, wasm, &digest),
-            None => Component::new(engine, wasm).map(|c| (c, CompileOrigin::Compiled)),
-        }
-        .map_err(|e| invalid(format!("{e:#}")))?;
-
-        check_imports(&component, engine, &config)?;
-        let linker =
-            linker_for(engine, &config.grants).map_err(|e| LoadError::Engine(e.to_string()))?;
-        let instance_pre =
-            linker
-                .instantiate_pre(&component)
-                .map_err(|e| LoadError::UnknownImport {
-                    policy: config.id.clone(),
-                    import: format!("{e:#}"),
-                })?;
-        let pre = PolicyPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
-            policy: config.id.clone(),
-            reason: format!("{e:#}"),
-        })?;
+        let (runtime, compile_origin) = match kind {
+            ModuleKind::Component => {
+                let (component, compile_origin) = self
+                    .compile::<Component>(wasm, &digest)
+                    .map_err(|e| invalid(format!("{e:#}")))?;
+                (
+                    Runtime::Component(component_pre(engine, &component, &config)?),
+                    compile_origin,
+                )
+            }
+            ModuleKind::CoreModule => {
+                let mode = core_mode(wasm, metadata.as_ref(), origin)?;
+                let (module, compile_origin) = self
+                    .compile::<Module>(wasm, &digest)
+                    .map_err(|e| invalid(format!("{e:#}")))?;
+                (
+                    Runtime::Core(CoreRuntime::new(engine, &module, mode, &config.id)?),
+                    compile_origin,
+                )
+            }
+        };
         tracing::debug!(policy = %config.id, %digest, origin = ?compile_origin, "policy loaded");
         Ok(LoadedPolicy {
             engine: self.engine.clone(),
-            pre,
+            runtime,
             context: Arc::new(PolicyContext {
                 policy_id: config.id,
                 grants: config.grants,
@@ -186,6 +204,72 @@ impl PolicyLoader {
             digest,
             metadata,
             origin: compile_origin,
+        })
+    }
+}
+
+impl PolicyLoader {
+    fn compile<T: Compiled>(
+        &self,
+        wasm: &[u8],
+        digest: &str,
+    ) -> Result<(T, CompileOrigin), wasmtime::Error> {
+        match &self.cache {
+            Some(cache) => cache.load(self.engine.engine(), wasm, digest),
+            None => T::compile(self.engine.engine(), wasm).map(|c| (c, CompileOrigin::Compiled)),
+        }
+    }
+}
+
+fn component_pre(
+    engine: &wasmtime::Engine,
+    component: &Component,
+    config: &PolicyConfig,
+) -> Result<PolicyPre<HostState>, LoadError> {
+    check_imports(component, engine, config)?;
+    let linker =
+        linker_for(engine, &config.grants).map_err(|e| LoadError::Engine(e.to_string()))?;
+    let instance_pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| LoadError::UnknownImport {
+            policy: config.id.clone(),
+            import: format!("{e:#}"),
+        })?;
+    PolicyPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+        policy: config.id.clone(),
+        reason: format!("{e:#}"),
+    })
+}
+
+/// waPC when the module exports `__guest_call` (or says so), WASI when its
+/// metadata says `executionMode: wasi`.
+fn core_mode(
+    wasm: &[u8],
+    metadata: Option<&PolicyMetadata>,
+    origin: &str,
+) -> Result<CoreMode, LoadError> {
+    match metadata.and_then(|m| m.execution_mode) {
+        Some(ExecutionMode::Wasi) => return Ok(CoreMode::Wasi),
+        Some(ExecutionMode::KubewardenWapc) => return Ok(CoreMode::Wapc),
+        Some(mode @ (ExecutionMode::Opa | ExecutionMode::Gatekeeper)) => {
+            return Err(LoadError::UnsupportedExecutionMode {
+                origin: origin.to_owned(),
+                mode: format!("{mode:?}").to_lowercase(),
+            })
+        }
+        None => {}
+    }
+    let exports_guest_call = wasmtime::wasmparser::Parser::new(0)
+        .parse_all(wasm)
+        .any(|payload| {
+            matches!(payload, Ok(wasmtime::wasmparser::Payload::ExportSection(exports))
+            if exports.clone().into_iter().any(|e| e.is_ok_and(|e| e.name == "__guest_call")))
+        });
+    if exports_guest_call {
+        Ok(CoreMode::Wapc)
+    } else {
+        Err(LoadError::NotAPolicy {
+            origin: origin.to_owned(),
         })
     }
 }
@@ -284,13 +368,29 @@ impl LoadedPolicy {
         self.limits
     }
 
+    /// The kind of policy.
+    pub fn kind(&self) -> PolicyKind {
+        match &self.runtime {
+            Runtime::Component(_) => PolicyKind::Component,
+            Runtime::Core(core) if core.mode() == CoreMode::Wasi => PolicyKind::Wasi,
+            Runtime::Core(_) => PolicyKind::Wapc,
+        }
+    }
+
     /// Evaluates one request in a fresh instance.
     pub fn validate(&self, request: &PolicyRequest, settings: &str) -> Result<Verdict, EvalError> {
-        let (mut store, policy) = self.instantiate()?;
-        let response = policy
-            .call_validate(&mut store, &request.wit, settings)
-            .map_err(|e| self.classify(e))?;
-        Verdict::from_wit(response).map_err(EvalError::InvalidResponse)
+        match &self.runtime {
+            Runtime::Component(pre) => {
+                let (mut store, policy) = self.instantiate(pre)?;
+                let response = policy
+                    .call_validate(&mut store, &request.wit, settings)
+                    .map_err(|e| classify(e, self.limits))?;
+                Verdict::from_wit(response).map_err(EvalError::InvalidResponse)
+            }
+            Runtime::Core(core) => {
+                core.validate(&self.runner(), &request.kubewarden_json()?, settings)
+            }
+        }
     }
 
     /// Runs `validate-settings`. Settings that are not JSON are refused
@@ -298,14 +398,40 @@ impl LoadedPolicy {
     pub fn validate_settings(&self, settings: &str) -> Result<(), SettingsError> {
         serde_json::from_str::<serde::de::IgnoredAny>(settings)
             .map_err(|e| SettingsError::NotJson(e.to_string()))?;
-        let (mut store, policy) = self.instantiate()?;
-        policy
-            .call_validate_settings(&mut store, settings)
-            .map_err(|e| self.classify(e))?
-            .map_err(SettingsError::Rejected)
+        match &self.runtime {
+            Runtime::Component(pre) => {
+                let (mut store, policy) = self.instantiate(pre)?;
+                policy
+                    .call_validate_settings(&mut store, settings)
+                    .map_err(|e| classify(e, self.limits))?
+                    .map_err(SettingsError::Rejected)
+            }
+            Runtime::Core(core) => core.validate_settings(&self.runner(), settings),
+        }
     }
 
-    fn instantiate(&self) -> Result<(Store<HostState>, PolicyBindings), EvalError> {
+    /// The waPC protocol version, for waPC policies.
+    pub fn protocol_version(&self) -> Option<Result<String, EvalError>> {
+        match &self.runtime {
+            Runtime::Core(core) if core.mode() == CoreMode::Wapc => {
+                Some(core.protocol_version(&self.runner()))
+            }
+            _ => None,
+        }
+    }
+
+    fn runner(&self) -> Runner<'_> {
+        Runner {
+            engine: &self.engine,
+            limits: self.limits,
+            context: &self.context,
+        }
+    }
+
+    fn instantiate(
+        &self,
+        pre: &PolicyPre<HostState>,
+    ) -> Result<(Store<HostState>, PolicyBindings), EvalError> {
         let state = HostState::new(self.context.clone(), self.limits.effective_memory_bytes());
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -313,37 +439,42 @@ impl LoadedPolicy {
         // start functions).
         store.set_epoch_deadline(self.engine.deadline_ticks(self.limits.timeout));
         store.epoch_deadline_trap();
-        let policy = self
-            .pre
+        let policy = pre
             .instantiate(&mut store)
-            .map_err(|e| self.classify(e))?;
+            .map_err(|e| classify(e, self.limits))?;
         Ok((store, policy))
     }
+}
 
-    /// Turns a wasmtime error into an [`EvalError`] by its type.
-    fn classify(&self, error: wasmtime::Error) -> EvalError {
-        if let Some(cap) = error.downcast_ref::<MemoryCapExceeded>() {
-            return EvalError::MemoryExhausted {
-                limit_bytes: cap.cap,
-            };
-        }
-        if let Some(trap) = error.downcast_ref::<Trap>() {
-            return match trap {
-                Trap::Interrupt => EvalError::Timeout {
-                    deadline: self.limits.timeout,
-                },
-                code => EvalError::Trap {
-                    code: Some(*code),
-                    message: format!("{error:#}"),
-                },
-            };
-        }
-        if error
-            .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-            .is_some()
-        {
-            return EvalError::Busy(format!("{error:#}"));
-        }
-        EvalError::Runtime(format!("{error:#}"))
+/// Turns a wasmtime error into an [`EvalError`] by its type, never by its text.
+pub(crate) fn classify(error: wasmtime::Error, limits: PolicyLimits) -> EvalError {
+    if let Some(cap) = error.downcast_ref::<MemoryCapExceeded>() {
+        return EvalError::MemoryExhausted {
+            limit_bytes: cap.cap,
+        };
     }
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::Interrupt => EvalError::Timeout {
+                deadline: limits.timeout,
+            },
+            code => EvalError::Trap {
+                code: Some(*code),
+                message: format!("{error:#}"),
+            },
+        };
+    }
+    if error.downcast_ref::<AbiViolation>().is_some() {
+        return EvalError::Trap {
+            code: None,
+            message: format!("{error:#}"),
+        };
+    }
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return EvalError::Busy(format!("{error:#}"));
+    }
+    EvalError::Runtime(format!("{error:#}"))
 }

@@ -104,6 +104,78 @@ impl PolicyRequest {
     }
 }
 
+impl PolicyRequest {
+    /// The request as Kubewarden's waPC and WASI policies receive it: the
+    /// AdmissionRequest in camelCase, objects embedded as they arrived.
+    pub(crate) fn kubewarden_json(&self) -> Result<String, EvalError> {
+        use serde_json::value::RawValue;
+        let raw = |text: &Option<String>| -> Result<Option<Box<RawValue>>, EvalError> {
+            text.clone()
+                .map(RawValue::from_string)
+                .transpose()
+                .map_err(|e| EvalError::InvalidRequest(e.to_string()))
+        };
+        let r = &self.wit;
+        let gvk = |k: &bindings::GroupVersionKind| serde_json::json!({"group": k.group, "version": k.version, "kind": k.kind});
+        let gvr = |k: &bindings::GroupVersionResource| serde_json::json!({"group": k.group, "version": k.version, "resource": k.resource});
+        let extra: std::collections::BTreeMap<&str, &Vec<String>> = r
+            .user_info
+            .extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        let request = KubewardenRequest {
+            uid: &r.uid,
+            kind: gvk(&r.kind),
+            resource: gvr(&r.resource),
+            sub_resource: r.sub_resource.as_deref(),
+            request_kind: r.request_kind.as_ref().map(gvk),
+            request_resource: r.request_resource.as_ref().map(gvr),
+            request_sub_resource: r.request_sub_resource.as_deref(),
+            name: r.name.as_deref().unwrap_or_default(),
+            namespace: r.namespace.as_deref(),
+            operation: self.operation(),
+            user_info: serde_json::json!({
+                "username": r.user_info.username,
+                "uid": r.user_info.uid,
+                "groups": r.user_info.groups,
+                "extra": extra,
+            }),
+            object: raw(&r.object)?,
+            old_object: raw(&r.old_object)?,
+            dry_run: r.dry_run,
+            options: raw(&r.options)?,
+        };
+        serde_json::to_string(&request).map_err(|e| EvalError::InvalidRequest(e.to_string()))
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KubewardenRequest<'a> {
+    uid: &'a str,
+    kind: serde_json::Value,
+    resource: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub_resource: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_kind: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_resource: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_sub_resource: Option<&'a str>,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+    operation: &'a str,
+    user_info: serde_json::Value,
+    object: Option<Box<serde_json::value::RawValue>>,
+    old_object: Option<Box<serde_json::value::RawValue>>,
+    dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    options: Option<Box<serde_json::value::RawValue>>,
+}
+
 fn to_value(object: &DynamicObject) -> Result<serde_json::Value, EvalError> {
     serde_json::to_value(object)
         .map_err(|e| EvalError::InvalidRequest(format!("cannot serialise the object: {e}")))

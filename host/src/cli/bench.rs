@@ -38,15 +38,14 @@ pub(super) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         samples.push(start.elapsed());
     }
     let stats = Percentiles::of(&mut samples);
-    println!(
-        "{} on {}: accepted={} iterations={}",
+    super::print(&format!(
+        "{} ({}) on {}: accepted={} iterations={}\n{stats}",
         args.policy.policy.display(),
+        policy.kind().as_str(),
         args.request.display(),
         verdict.accepted,
         samples.len()
-    );
-    println!("{stats}");
-    Ok(())
+    ))
 }
 
 /// Latency summary of a set of samples.

@@ -8,7 +8,7 @@ use serde::Serialize;
 use wasmtime::wasmparser::{ComponentTypeRef, Parser, Payload};
 
 use super::read_file;
-use crate::metadata::{read_metadata, PolicyMetadata};
+use crate::metadata::{read_metadata, ExecutionMode, PolicyMetadata};
 use crate::{module_digest, ModuleKind};
 
 #[derive(Debug, Args)]
@@ -36,35 +36,39 @@ pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
     let wasm = read_file(&args.policy, "policy")?;
     let report = report(&wasm, &args.policy.display().to_string())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return super::print(&serde_json::to_string_pretty(&report)?);
     }
-    println!("kind:         {}", report.kind);
-    println!("sha256:       {}", report.sha256);
-    println!("size:         {} bytes", report.size);
-    println!(
-        "capabilities: {}",
-        if report.capabilities.is_empty() {
-            "none".to_owned()
-        } else {
-            report.capabilities.join(", ")
-        }
-    );
-    println!("imports:");
+    let mut text = String::new();
+    text += &format!("kind:         {}\n", report.kind);
+    text += &format!("sha256:       {}\n", report.sha256);
+    text += &format!("size:         {} bytes\n", report.size);
+    let capabilities = if report.capabilities.is_empty() {
+        "none".to_owned()
+    } else {
+        report.capabilities.join(", ")
+    };
+    text += &format!("capabilities: {capabilities}\nimports:\n");
     for import in &report.imports {
-        println!("  {import}");
+        text += &format!("  {import}\n");
     }
     match &report.metadata {
-        Some(m) => println!("metadata:\n{}", serde_yaml::to_string(m)?),
-        None => println!("metadata:     none (add it with `palisade annotate`)"),
+        Some(m) => text += &format!("metadata:\n{}", serde_yaml::to_string(m)?),
+        None => text += "metadata:     none (add it with `palisade annotate`)",
     }
-    Ok(())
+    super::print(&text)
 }
 
 fn report(wasm: &[u8], origin: &str) -> anyhow::Result<Report> {
+    let metadata = read_metadata(wasm)?;
     let kind = match ModuleKind::detect(wasm) {
         Some(ModuleKind::Component) => "component",
-        Some(ModuleKind::CoreModule) => "core module",
+        Some(ModuleKind::CoreModule) => match metadata.as_ref().and_then(|m| m.execution_mode) {
+            Some(ExecutionMode::Wasi) => "wasi (core module)",
+            Some(ExecutionMode::Opa) => "opa (core module)",
+            Some(ExecutionMode::Gatekeeper) => "gatekeeper (core module)",
+            _ if exports_guest_call(wasm) => "waPC (core module)",
+            _ => "core module (not a policy: no `__guest_call` export)",
+        },
         None => bail!("{origin} is not a WebAssembly module"),
     };
     let mut imports = Vec::new();
@@ -97,18 +101,31 @@ fn report(wasm: &[u8], origin: &str) -> anyhow::Result<Report> {
             _ => {}
         }
     }
-    let capabilities = imports
+    // waPC policies reach capabilities through `__host_call`; their metadata lists them.
+    let mut capabilities: Vec<String> = imports
         .iter()
         .filter_map(|i| crate::policy::palisade_interface(i))
         .filter(|i| *i != "log" && *i != "types")
         .map(str::to_owned)
         .collect();
+    if let Some(m) = &metadata {
+        if kind != "component" {
+            capabilities.extend(m.host_capabilities.iter().cloned());
+        }
+    }
     Ok(Report {
         kind,
         sha256: module_digest(wasm),
         size: wasm.len(),
         imports,
         capabilities,
-        metadata: read_metadata(wasm)?,
+        metadata,
+    })
+}
+
+fn exports_guest_call(wasm: &[u8]) -> bool {
+    Parser::new(0).parse_all(wasm).any(|payload| {
+        matches!(payload, Ok(Payload::ExportSection(exports))
+            if exports.clone().into_iter().any(|e| e.is_ok_and(|e| e.name == "__guest_call")))
     })
 }

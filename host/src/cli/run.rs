@@ -24,6 +24,5 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<()> {
     let review = verdict
         .into_response(request.uid(), request.object())
         .into_review();
-    println!("{}", serde_json::to_string_pretty(&review)?);
-    Ok(())
+    super::print(&serde_json::to_string_pretty(&review)?)
 }

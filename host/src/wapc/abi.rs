@@ -1,0 +1,220 @@
+//! The waPC host imports (`wapc` module), implemented on wasmtime.
+//!
+//! Every pointer and length the guest passes is checked against its memory:
+//! lengths are unsigned 32-bit values (a negative `i32` is a huge length), so
+//! a bad one fails the bounds check and traps; the host never allocates a
+//! guest-chosen size beyond what the guest's own memory holds.
+
+use std::sync::Arc;
+
+use wasmtime::{Caller, Extern, Linker, Memory};
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use super::callbacks::{self, Callback};
+use crate::limits::MemoryLimiter;
+use crate::state::PolicyContext;
+
+/// Raised by a host import when the guest breaks the ABI; it traps the call.
+#[derive(Debug, thiserror::Error)]
+#[error("waPC guest broke the host ABI: {0}")]
+pub(crate) struct AbiViolation(pub String);
+
+/// Largest console log line kept (the rest is cut, not copied).
+const MAX_LOG_BYTES: usize = 64 << 10;
+
+/// The data of one core-module evaluation.
+pub(crate) struct CoreState {
+    pub wasi: WasiP1Ctx,
+    pub limiter: MemoryLimiter,
+    pub context: Arc<PolicyContext>,
+    pub exchange: Exchange,
+}
+
+/// What the host and the guest hand each other during one `__guest_call`.
+#[derive(Debug, Default)]
+pub(crate) struct Exchange {
+    pub operation: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub response: Option<Vec<u8>>,
+    pub error: Option<Vec<u8>>,
+    host_response: Vec<u8>,
+    host_error: Vec<u8>,
+}
+
+impl CoreState {
+    pub(crate) fn new(context: Arc<PolicyContext>, memory_cap: usize, wasi: WasiP1Ctx) -> Self {
+        Self {
+            wasi,
+            limiter: MemoryLimiter::new(memory_cap),
+            context,
+            exchange: Exchange::default(),
+        }
+    }
+}
+
+fn violation(message: impl Into<String>) -> wasmtime::Error {
+    wasmtime::Error::new(AbiViolation(message.into()))
+}
+
+fn memory(caller: &mut Caller<'_, CoreState>) -> wasmtime::Result<Memory> {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(memory)) => Ok(memory),
+        _ => Err(violation("the module exports no `memory`")),
+    }
+}
+
+fn range(ptr: i32, len: usize, memory_size: usize) -> wasmtime::Result<std::ops::Range<usize>> {
+    let start = ptr as u32 as usize;
+    start
+        .checked_add(len)
+        .filter(|end| *end <= memory_size)
+        .map(|end| start..end)
+        .ok_or_else(|| {
+            violation(format!(
+                "range {start}+{len} is outside the guest memory of {memory_size} bytes"
+            ))
+        })
+}
+
+fn read(caller: &mut Caller<'_, CoreState>, ptr: i32, len: i32) -> wasmtime::Result<Vec<u8>> {
+    let memory = memory(caller)?;
+    let data = memory.data(&caller);
+    let range = range(ptr, len as u32 as usize, data.len())?;
+    Ok(data.get(range).map(<[u8]>::to_vec).unwrap_or_default())
+}
+
+fn read_str(caller: &mut Caller<'_, CoreState>, ptr: i32, len: i32) -> wasmtime::Result<String> {
+    String::from_utf8(read(caller, ptr, len)?)
+        .map_err(|_| violation("a host call name is not UTF-8"))
+}
+
+fn write(caller: &mut Caller<'_, CoreState>, ptr: i32, bytes: &[u8]) -> wasmtime::Result<()> {
+    let memory = memory(caller)?;
+    let data = memory.data_mut(caller);
+    let range = range(ptr, bytes.len(), data.len())?;
+    if let Some(target) = data.get_mut(range) {
+        target.copy_from_slice(bytes);
+    }
+    Ok(())
+}
+
+fn length(bytes: &[u8]) -> i32 {
+    i32::try_from(bytes.len()).unwrap_or(i32::MAX)
+}
+
+/// Adds the `wapc` imports.
+pub(crate) fn add_to_linker(linker: &mut Linker<CoreState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "wapc",
+        "__guest_request",
+        |mut caller: Caller<'_, CoreState>, op_ptr: i32, ptr: i32| {
+            let operation = caller.data().exchange.operation.clone();
+            let payload = caller.data().exchange.payload.clone();
+            write(&mut caller, op_ptr, &operation)?;
+            write(&mut caller, ptr, &payload)
+        },
+    )?;
+    linker.func_wrap(
+        "wapc",
+        "__guest_response",
+        |mut caller: Caller<'_, CoreState>, ptr: i32, len: i32| {
+            let bytes = read(&mut caller, ptr, len)?;
+            caller.data_mut().exchange.response = Some(bytes);
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        "wapc",
+        "__guest_error",
+        |mut caller: Caller<'_, CoreState>, ptr: i32, len: i32| {
+            let bytes = read(&mut caller, ptr, len)?;
+            caller.data_mut().exchange.error = Some(bytes);
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        "wapc",
+        "__host_call",
+        |mut caller: Caller<'_, CoreState>,
+         bd_ptr: i32,
+         bd_len: i32,
+         ns_ptr: i32,
+         ns_len: i32,
+         op_ptr: i32,
+         op_len: i32,
+         ptr: i32,
+         len: i32|
+         -> wasmtime::Result<i32> {
+            let binding = read_str(&mut caller, bd_ptr, bd_len)?;
+            let namespace = read_str(&mut caller, ns_ptr, ns_len)?;
+            let operation = read_str(&mut caller, op_ptr, op_len)?;
+            let payload = read(&mut caller, ptr, len)?;
+            let context = caller.data().context.clone();
+            let answer = match Callback::decode(&binding, &namespace, &operation) {
+                Ok(Callback::Log) => {
+                    callbacks::log(&context.policy_id, &payload);
+                    Ok(Vec::new())
+                }
+                Ok(Callback::Capability(call)) => {
+                    callbacks::answer(call, &context.grants, &payload)
+                }
+                Err(e) => Err(e),
+            };
+            let exchange = &mut caller.data_mut().exchange;
+            Ok(match answer {
+                Ok(bytes) => {
+                    exchange.host_response = bytes;
+                    exchange.host_error.clear();
+                    1
+                }
+                Err(message) => {
+                    exchange.host_error = message.into_bytes();
+                    exchange.host_response.clear();
+                    0
+                }
+            })
+        },
+    )?;
+    linker.func_wrap(
+        "wapc",
+        "__host_response",
+        |mut caller: Caller<'_, CoreState>, ptr: i32| {
+            let bytes = std::mem::take(&mut caller.data_mut().exchange.host_response);
+            let result = write(&mut caller, ptr, &bytes);
+            caller.data_mut().exchange.host_response = bytes;
+            result
+        },
+    )?;
+    linker.func_wrap(
+        "wapc",
+        "__host_response_len",
+        |caller: Caller<'_, CoreState>| length(&caller.data().exchange.host_response),
+    )?;
+    linker.func_wrap(
+        "wapc",
+        "__host_error",
+        |mut caller: Caller<'_, CoreState>, ptr: i32| {
+            let bytes = std::mem::take(&mut caller.data_mut().exchange.host_error);
+            let result = write(&mut caller, ptr, &bytes);
+            caller.data_mut().exchange.host_error = bytes;
+            result
+        },
+    )?;
+    linker.func_wrap(
+        "wapc",
+        "__host_error_len",
+        |caller: Caller<'_, CoreState>| length(&caller.data().exchange.host_error),
+    )?;
+    linker.func_wrap(
+        "wapc",
+        "__console_log",
+        |mut caller: Caller<'_, CoreState>, ptr: i32, len: i32| {
+            let mut bytes = read(&mut caller, ptr, len)?;
+            bytes.truncate(MAX_LOG_BYTES);
+            let policy = caller.data().context.policy_id.clone();
+            tracing::info!(target: "policy", policy, "{}", String::from_utf8_lossy(&bytes));
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
