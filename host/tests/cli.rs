@@ -114,7 +114,7 @@ fn clear_errors() {
     std::fs::write(&core, wat::parse_str("(module)").unwrap()).unwrap();
     let err = failure_stderr(&["run", &path(core), "-r", &request]);
     assert!(
-        err.contains("core WebAssembly module, not a component"),
+        err.contains("core WebAssembly module but not a waPC policy"),
         "{err}"
     );
 
@@ -151,6 +151,11 @@ fn inspect_shows_kind_capabilities_and_metadata() {
         out.contains("io.kubewarden.policy.title: pod-privileged"),
         "{out}"
     );
+    let out = ok_stdout(&["inspect", &path(policy_path("pod-privileged-wapc-unknown"))]);
+    assert!(out.contains("kind:         waPC (core module)"), "{out}");
+    assert!(out.contains("executionMode: kubewarden-wapc"), "{out}");
+    let out = ok_stdout(&["inspect", &path(policy_path("pod-privileged-wasi"))]);
+    assert!(out.contains("kind:         wasi (core module)"), "{out}");
     let out = ok_stdout(&["inspect", "--json", &path(policy_path("dns-lookup"))]);
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["capabilities"], serde_json::json!(["net"]));

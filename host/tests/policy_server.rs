@@ -629,3 +629,85 @@ async fn readiness_and_raw_endpoint() {
         .contains("raw"));
     t.server.shutdown().await;
 }
+
+const LEGACY: &str = r#"
+wapc-wasip1:
+  module: file://{POLICIES}/pod-privileged-wapc-wasip1.wasm
+wapc-unknown:
+  module: file://{POLICIES}/pod-privileged-wapc-unknown.wasm
+wasi:
+  module: file://{POLICIES}/pod-privileged-wasi.wasm
+wapc-mutate:
+  module: file://{POLICIES}/pod-privileged-wapc-wasip1.wasm
+  allowedToMutate: true
+  settings: {add_label: {key: owner, value: team-a}}
+wapc-resolve:
+  module: file://{POLICIES}/pod-privileged-wapc-unknown.wasm
+  settings: {resolve: localhost}
+  hostCapabilities: ["net/*"]
+mixed-group:
+  expression: "component() && wapc()"
+  message: "both must accept"
+  policies:
+    component: {module: "file://{POLICIES}/pod-privileged.wasm"}
+    wapc: {module: "file://{POLICIES}/pod-privileged-wapc-wasip1.wasm"}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_kubewarden_policies_are_served_unchanged() {
+    let t = https_server(LEGACY, |_, _| {}).await;
+    let c = client(&t.ca.as_ref().unwrap().pem());
+    for id in ["wapc-wasip1", "wapc-unknown", "wasi", "mixed-group"] {
+        for (fixture_name, allowed) in FIXTURES.iter().zip(expected("privileged")) {
+            let (status, body) =
+                post_fixture(&c, &format!("{}/validate/{id}", t.base), fixture_name).await;
+            assert_eq!(status, 200);
+            assert_eq!(
+                body["response"]["allowed"], allowed,
+                "{id} on {fixture_name}: {body}"
+            );
+            assert_eq!(body["response"]["uid"], uid_of(fixture_name));
+        }
+    }
+    let (_, body) = post_fixture(
+        &c,
+        &format!("{}/validate/wapc-mutate", t.base),
+        "pod-create-unprivileged.json",
+    )
+    .await;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(body["response"]["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let mut object = fixture("pod-create-unprivileged.json")
+        .object()
+        .unwrap()
+        .clone();
+    json_patch::patch(&mut object, &patch).unwrap();
+    assert_eq!(object["metadata"]["labels"]["owner"], "team-a");
+    let (_, body) = post_fixture(
+        &c,
+        &format!("{}/validate/wapc-resolve", t.base),
+        "pod-delete.json",
+    )
+    .await;
+    assert!(
+        body["response"]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "{body}"
+    );
+    t.server.shutdown().await;
+
+    let bad = "bad:\n  module: file://{POLICIES}/pod-privileged-wapc-wasip1.wasm\n  settings: {add_label: {key: '', value: x}}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let policies = write_policies(dir.path(), bad);
+    let err = palisade_host::server::start(common::server::options(dir.path(), policies))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("add_label.key must not be empty"),
+        "{err}"
+    );
+}

@@ -89,8 +89,14 @@ impl CoreRuntime {
     ) -> Result<(), SettingsError> {
         let payload = settings.as_bytes().to_vec();
         let answer = match self.mode {
-            CoreMode::Wapc => self.guest_call(run, "validate_settings", payload)?,
-            CoreMode::Wasi => self.wasi_command(run, "validate-settings", payload)?,
+            CoreMode::Wapc => self.guest_call(run, "validate_settings", payload),
+            CoreMode::Wasi => self.wasi_command(run, "validate-settings", payload),
+        };
+        // Kubewarden's SDKs answer settings they cannot even parse with a
+        // guest error: for the operator that is an invalid-settings verdict.
+        let answer = match answer {
+            Err(EvalError::PolicyError(message)) => return Err(SettingsError::Rejected(message)),
+            other => other?,
         };
         let response: SettingsResponse = serde_json::from_slice(&answer).map_err(|e| {
             SettingsError::Eval(EvalError::InvalidResponse(format!(
