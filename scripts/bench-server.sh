@@ -12,6 +12,7 @@ cd "$root"
 : "${PALISADE_POLICY_DIR:=$CARGO_TARGET_DIR/policies}"
 : "${FIXTURES:=$root/../shared/fixtures/admission}"
 duration=${BENCH_DURATION:-5}
+policy=${BENCH_POLICY:-pod-privileged}
 export CARGO_TARGET_DIR
 
 if ! command -v wrk >/dev/null; then
@@ -34,7 +35,7 @@ trap cleanup EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
   -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
   -keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
-printf 'pod-privileged:\n  module: file://%s/pod-privileged.wasm\n' "$PALISADE_POLICY_DIR" > "$work/policies.yml"
+printf 'pod-privileged:\n  module: file://%s/%s.wasm\n' "$PALISADE_POLICY_DIR" "$policy" > "$work/policies.yml"
 
 wait_ready() {
   for _ in $(seq 1 300); do

@@ -7,14 +7,15 @@
 //! - `resolve: "<host>"` — resolve the host through the `net` capability and
 //!   report the addresses as a warning (exercises host callbacks).
 
-
+use guest::prelude::*;
 use kubewarden_policy_sdk::host_capabilities::net;
 use kubewarden_policy_sdk::request::ValidationRequest;
 use kubewarden_policy_sdk::response::ValidationResponse;
 use kubewarden_policy_sdk::settings::Validatable;
 use kubewarden_policy_sdk::wapc_guest as guest;
-use kubewarden_policy_sdk::{accept_request, mutate_request, protocol_version_guest, reject_request, validate_settings};
-use guest::prelude::*;
+use kubewarden_policy_sdk::{
+    accept_request, mutate_request, protocol_version_guest, reject_request, validate_settings,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -70,7 +71,10 @@ fn validate(payload: &[u8]) -> CallResult {
     let privileged = privileged_containers(&request.request.object);
     if !privileged.is_empty() {
         return reject_request(
-            Some(format!("privileged containers are not allowed: {}", privileged.join(", "))),
+            Some(format!(
+                "privileged containers are not allowed: {}",
+                privileged.join(", ")
+            )),
             None,
             None,
             None,
@@ -82,7 +86,10 @@ fn validate(payload: &[u8]) -> CallResult {
             let labels = pod
                 .pointer_mut("/metadata")
                 .and_then(Value::as_object_mut)
-                .map(|m| m.entry("labels").or_insert_with(|| Value::Object(Default::default())));
+                .map(|m| {
+                    m.entry("labels")
+                        .or_insert_with(|| Value::Object(Default::default()))
+                });
             match labels.and_then(Value::as_object_mut) {
                 Some(labels) if !labels.contains_key(&label.key) => {
                     labels.insert(label.key.clone(), Value::String(label.value.clone()));
@@ -98,7 +105,9 @@ fn validate(payload: &[u8]) -> CallResult {
 fn privileged_containers(pod: &Value) -> Vec<String> {
     let mut names = Vec::new();
     for list in ["containers", "initContainers", "ephemeralContainers"] {
-        let containers = pod.pointer(&format!("/spec/{list}")).and_then(Value::as_array);
+        let containers = pod
+            .pointer(&format!("/spec/{list}"))
+            .and_then(Value::as_array);
         for container in containers.into_iter().flatten() {
             if container.pointer("/securityContext/privileged") == Some(&Value::Bool(true)) {
                 let name = container.get("name").and_then(Value::as_str).unwrap_or("?");
