@@ -26,6 +26,7 @@ mod capabilities;
 pub mod cli;
 mod engine;
 mod error;
+pub mod fetch;
 mod limits;
 pub mod metadata;
 mod policy;

@@ -1,0 +1,216 @@
+//! OCI registries, through oci-client, with Kubewarden's wasm media types.
+
+use std::collections::BTreeMap;
+
+use oci_client::client::{
+    Certificate, CertificateEncoding, ClientConfig, ClientProtocol, Config, ImageLayer,
+};
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::OciImageManifest;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use super::{
+    request_error, FetchError, FetchedModule, Inner, Sources, WASM_CONFIG_MEDIA_TYPE,
+    WASM_LAYER_MEDIA_TYPE,
+};
+use crate::metadata::PolicyMetadata;
+
+pub(super) fn client(sources: &Sources, cas: &[Vec<u8>]) -> Client {
+    Client::new(ClientConfig {
+        protocol: if sources.insecure_sources.is_empty() {
+            ClientProtocol::Https
+        } else {
+            ClientProtocol::HttpsExcept(sources.insecure_sources.clone())
+        },
+        extra_root_certificates: cas
+            .iter()
+            .map(|pem| Certificate {
+                encoding: CertificateEncoding::Pem,
+                data: pem.clone(),
+            })
+            .collect(),
+        ..ClientConfig::default()
+    })
+}
+
+fn parse(name: &str) -> Result<Reference, FetchError> {
+    name.parse()
+        .map_err(|e: oci_client::ParseError| FetchError::Reference {
+            reference: name.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+fn auth(inner: &Inner, reference: &Reference) -> RegistryAuth {
+    match inner.credentials.for_registry(reference.resolve_registry()) {
+        Some((user, pass)) => RegistryAuth::Basic(user.clone(), pass.clone()),
+        None => RegistryAuth::Anonymous,
+    }
+}
+
+fn oci_error(reference: &str, error: OciDistributionError) -> FetchError {
+    match error {
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => {
+            FetchError::Unauthorized(reference.to_owned())
+        }
+        OciDistributionError::ImageManifestNotFoundError(_) => {
+            FetchError::NotFound(reference.to_owned())
+        }
+        OciDistributionError::ServerError { code: 401, .. } => {
+            FetchError::Unauthorized(reference.to_owned())
+        }
+        OciDistributionError::ServerError { code: 403, .. } => {
+            FetchError::Forbidden(reference.to_owned())
+        }
+        OciDistributionError::ServerError { code: 404, .. } => {
+            FetchError::NotFound(reference.to_owned())
+        }
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let codes: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|e| format!("{:?}", e.code))
+                .collect();
+            if codes.iter().any(|c| c == "Unauthorized") {
+                FetchError::Unauthorized(reference.to_owned())
+            } else if codes.iter().any(|c| c == "Denied") {
+                FetchError::Forbidden(reference.to_owned())
+            } else if codes.iter().any(|c| c.contains("Unknown")) {
+                FetchError::NotFound(reference.to_owned())
+            } else {
+                FetchError::Other {
+                    url: reference.to_owned(),
+                    reason: format!("registry errors: {}", codes.join(", ")),
+                }
+            }
+        }
+        OciDistributionError::RequestError(e) => request_error(reference, &e),
+        other => FetchError::Other {
+            url: reference.to_owned(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Pulls a policy. A digest-pinned reference whose module is stored is
+/// answered from the store; a tag is resolved to a digest every time.
+pub(super) async fn pull(inner: &Inner, name: &str) -> Result<FetchedModule, FetchError> {
+    let reference = parse(name)?;
+    if let Some(manifest_digest) = reference.digest() {
+        if let Some(module) = inner.store.manifest_layer(manifest_digest) {
+            if let Some(path) = inner.store.get(&module) {
+                tracing::debug!(reference = name, "served from the module store");
+                return Ok(FetchedModule {
+                    path,
+                    digest: Some(module),
+                });
+            }
+        }
+    }
+    let auth = auth(inner, &reference);
+    let (manifest, manifest_digest) = inner
+        .oci
+        .pull_image_manifest(&reference, &auth)
+        .await
+        .map_err(|e| oci_error(name, e))?;
+    let layer = manifest
+        .layers
+        .iter()
+        .find(|l| l.media_type == WASM_LAYER_MEDIA_TYPE)
+        .ok_or_else(|| FetchError::NotWasm {
+            reference: name.to_owned(),
+            reason: format!(
+                "no layer of media type {WASM_LAYER_MEDIA_TYPE} (layers: {})",
+                manifest
+                    .layers
+                    .iter()
+                    .map(|l| l.media_type.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
+    let size = u64::try_from(layer.size).unwrap_or(u64::MAX);
+    if size > inner.max_bytes {
+        return Err(FetchError::TooLarge {
+            reference: name.to_owned(),
+            size,
+            limit: inner.max_bytes,
+        });
+    }
+    let module_digest = layer
+        .digest
+        .strip_prefix("sha256:")
+        .unwrap_or(&layer.digest)
+        .to_owned();
+    let path = match inner.store.get(&module_digest) {
+        Some(path) => path,
+        None => {
+            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            inner
+                .oci
+                .pull_blob(&reference, layer, &mut bytes)
+                .await
+                .map_err(|e| oci_error(name, e))?;
+            let stored = inner.store_module(name, &bytes)?;
+            if stored.digest.as_deref() != Some(module_digest.as_str()) {
+                return Err(FetchError::DigestMismatch {
+                    reference: name.to_owned(),
+                    expected: module_digest,
+                    actual: stored.digest.unwrap_or_default(),
+                });
+            }
+            stored.path
+        }
+    };
+    inner
+        .store
+        .remember_manifest(&manifest_digest, &module_digest)?;
+    Ok(FetchedModule {
+        path,
+        digest: Some(module_digest),
+    })
+}
+
+/// Pushes a policy with Kubewarden's media types; the metadata annotations
+/// go into the manifest. Returns the manifest URL.
+pub(super) async fn push(
+    inner: &Inner,
+    wasm: &[u8],
+    name: &str,
+    metadata: Option<&PolicyMetadata>,
+) -> Result<String, FetchError> {
+    let reference = parse(name)?;
+    let auth = auth(inner, &reference);
+    let annotations: BTreeMap<String, String> = metadata
+        .map(|m| m.annotations.clone().into_iter().collect())
+        .unwrap_or_default();
+    let config = Config {
+        data: serde_json::to_vec(&metadata)
+            .map_err(|e| FetchError::Other {
+                url: name.to_owned(),
+                reason: e.to_string(),
+            })?
+            .into(),
+        media_type: WASM_CONFIG_MEDIA_TYPE.to_owned(),
+        annotations: None,
+    };
+    let layers = [ImageLayer {
+        data: wasm.to_vec().into(),
+        media_type: WASM_LAYER_MEDIA_TYPE.to_owned(),
+        annotations: None,
+    }];
+    let mut manifest = OciImageManifest::build(
+        &layers,
+        &config,
+        Some(annotations).filter(|a| !a.is_empty()),
+    );
+    manifest.media_type = Some(oci_client::manifest::OCI_IMAGE_MEDIA_TYPE.to_owned());
+    let response = inner
+        .oci
+        .push(&reference, &layers, config, &auth, Some(manifest))
+        .await
+        .map_err(|e| oci_error(name, e))?;
+    Ok(response.manifest_url)
+}
