@@ -68,6 +68,10 @@ async fn main() -> anyhow::Result<()> {
         tls,
         policies_file,
         cache_dir: None,
+        fetch: palisade_host::fetch::FetcherOptions {
+            store_dir: dir.path().join("modules"),
+            ..Default::default()
+        },
         load: LoadOptions {
             default_timeout: Duration::from_secs(2),
             memory_bytes: 128 << 20,

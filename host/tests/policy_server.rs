@@ -585,10 +585,11 @@ async fn invalid_settings_fail_startup_or_reject_per_continue_on_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsupported_schemes_and_bad_expressions_are_startup_errors() {
+async fn unfetchable_modules_and_bad_expressions_are_startup_errors() {
     for (yaml, expected) in [
-        ("p:\n  module: registry://ghcr.io/x/y:1\n", "not supported yet"),
-        ("p:\n  module: ghcr.io/x/y:1\n", "registry://"),
+        ("p:\n  module: ftp://127.0.0.1/y.wasm\n", "not a supported module scheme"),
+        ("p:\n  module: registry://127.0.0.1:1/x/y:1\n", "cannot connect"),
+        ("p:\n  module: file:///nonexistent/y.wasm\n", "file not found"),
         (
             "g:\n  expression: \"a() and b()\"\n  message: m\n  policies:\n    a: {module: \"file://{POLICIES}/pod-privileged.wasm\"}\n",
             "invalid expression",

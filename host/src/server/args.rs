@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use super::{start, LoadOptions, ServerOptions, TlsFiles};
+use crate::fetch::{DockerCredentials, FetcherOptions, Sources};
 
 /// The policy-server: evaluates admission requests with WebAssembly policies.
 #[derive(Debug, Parser)]
@@ -45,6 +46,15 @@ pub struct ServerArgs {
     /// Directory for downloaded and precompiled policies.
     #[arg(long, env = "KUBEWARDEN_POLICIES_DOWNLOAD_DIR", default_value = ".")]
     pub policies_download_dir: PathBuf,
+    /// Kubewarden's `sources.yml`: insecure sources and certificate authorities.
+    #[arg(long, env = "KUBEWARDEN_SOURCES_PATH")]
+    pub sources_path: Option<PathBuf>,
+    /// A docker `config.json` with registry credentials.
+    #[arg(long, env = "KUBEWARDEN_DOCKER_CONFIG_JSON_PATH")]
+    pub docker_config_json_path: Option<PathBuf>,
+    /// Largest module accepted from a registry or URL, in MiB.
+    #[arg(long, env = "PALISADE_MAX_MODULE_MIB", default_value_t = 64)]
+    pub max_module_mib: u64,
     /// Default evaluation deadline, in seconds.
     #[arg(long, env = "KUBEWARDEN_POLICY_TIMEOUT", default_value_t = 2)]
     pub policy_timeout: u64,
@@ -83,7 +93,7 @@ pub enum LogFormat {
 
 impl ServerArgs {
     /// The server options these flags describe.
-    pub fn options(&self) -> ServerOptions {
+    pub fn options(&self) -> Result<ServerOptions, crate::fetch::FetchError> {
         let Self {
             address,
             port,
@@ -95,6 +105,9 @@ impl ServerArgs {
             policies,
             policies_download_dir,
             policy_timeout,
+            sources_path,
+            docker_config_json_path,
+            max_module_mib,
             log_level: _,
             log_format: _,
             always_accept_admission_reviews_on_namespace,
@@ -112,7 +125,17 @@ impl ServerArgs {
             }),
             _ => None,
         };
-        ServerOptions {
+        let fetch = FetcherOptions {
+            store_dir: policies_download_dir.join("modules"),
+            sources: sources_path.as_deref().map(Sources::from_file).transpose()?.unwrap_or_default(),
+            credentials: docker_config_json_path
+                .as_deref()
+                .map(DockerCredentials::from_file)
+                .transpose()?
+                .unwrap_or_default(),
+            max_module_bytes: Some(max_module_mib.saturating_mul(1 << 20)),
+        };
+        Ok(ServerOptions {
             addr: SocketAddr::new(*address, *port),
             readiness_addr: SocketAddr::new(*address, *readiness_probe_port),
             workers: workers
@@ -120,6 +143,7 @@ impl ServerArgs {
             tls,
             policies_file: policies.clone(),
             cache_dir: Some(policies_download_dir.join(".palisade-compiled")),
+            fetch,
             load: LoadOptions {
                 default_timeout: Duration::from_secs(*policy_timeout),
                 memory_bytes: policy_memory_mib.saturating_mul(1 << 20),
@@ -129,7 +153,7 @@ impl ServerArgs {
             max_body_bytes: *max_request_bytes,
             watch_interval: Duration::from_millis((*watch_interval_ms).max(10)),
             shutdown_grace: Duration::from_secs(*shutdown_grace_seconds),
-        }
+        })
     }
 }
 
@@ -158,7 +182,14 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args.options())) {
+    let options = match args.options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "policy-server failed");

@@ -173,28 +173,17 @@ impl PoliciesConfig {
     }
 }
 
-/// Resolves a module reference to a local file. Only `file://` is served by
-/// this version; the other schemes Kubewarden accepts are refused by name.
-pub fn module_path(id: &str, module: &str) -> Result<PathBuf, ConfigError> {
-    let error = |reason: &str| ConfigError::Module {
-        id: id.to_owned(),
-        module: module.to_owned(),
-        reason: reason.to_owned(),
-    };
-    if let Some(path) = module.strip_prefix("file://") {
-        if path.is_empty() {
-            return Err(error("the file path is empty"));
+impl PoliciesConfig {
+    /// Every module reference, policies and group members alike.
+    pub fn modules(&self) -> Vec<String> {
+        let mut modules = Vec::new();
+        for entry in self.entries.values() {
+            match entry {
+                Entry::Policy(p) => modules.push(p.module.clone()),
+                Entry::Group(g) => modules.extend(g.policies.values().map(|m| m.module.clone())),
+            }
         }
-        return Ok(PathBuf::from(path));
-    }
-    match module.split_once("://") {
-        Some(("registry" | "https" | "http", _)) => Err(error(
-            "this scheme is not supported yet: only file:// modules can be loaded",
-        )),
-        Some((scheme, _)) => Err(error(&format!("unknown scheme `{scheme}://`"))),
-        None => Err(error(
-            "a reference without scheme means registry://, which is not supported yet: use file://",
-        )),
+        modules
     }
 }
 
@@ -253,20 +242,4 @@ clusterwide-group-strict:
             .is_empty());
     }
 
-    #[test]
-    fn only_file_modules_for_now() {
-        assert_eq!(
-            module_path("p", "file:///a/b.wasm").unwrap(),
-            PathBuf::from("/a/b.wasm")
-        );
-        for bad in [
-            "registry://ghcr.io/x:1",
-            "ghcr.io/x:1",
-            "https://x/y.wasm",
-            "ftp://x",
-        ] {
-            let err = module_path("p", bad).unwrap_err().to_string();
-            assert!(err.contains(bad), "{err}");
-        }
-    }
 }

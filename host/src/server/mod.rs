@@ -32,12 +32,13 @@ use tokio_rustls::TlsAcceptor;
 
 pub use args::{main, ServerArgs};
 pub use config::{ConfigError, PoliciesConfig, PolicyMode};
-pub use policies::{LoadOptions, NativePolicy, PolicySet};
+pub use policies::{FetchedModules, LoadOptions, NativePolicy, PolicySet};
 pub use tls::TlsError;
 
 use self::http::AppState;
 use self::metrics::Metrics;
 use self::tls::ReloadingCertificate;
+use crate::fetch::{fetch_all, FetchError, Fetcher, FetcherOptions};
 use crate::{CompileCache, EngineConfig, LoadError, PolicyEngine, PolicyLoader};
 
 /// Certificate files for HTTPS.
@@ -61,6 +62,8 @@ pub struct ServerOptions {
     pub policies_file: PathBuf,
     /// Where precompiled policies are kept across restarts.
     pub cache_dir: Option<PathBuf>,
+    /// How modules are fetched (store directory, sources, credentials, size limit).
+    pub fetch: FetcherOptions,
     pub load: LoadOptions,
     pub always_accept_namespace: Option<String>,
     pub max_body_bytes: usize,
@@ -79,6 +82,8 @@ pub enum ServerError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -139,6 +144,7 @@ async fn start_with(
             .unwrap_or(u32::MAX),
         ..EngineConfig::default()
     })?;
+    let fetcher = Fetcher::new(options.fetch.clone())?;
     let loader = match &options.cache_dir {
         Some(dir) => PolicyLoader::with_cache(engine, CompileCache::new(dir)?),
         None => PolicyLoader::new(engine),
@@ -171,7 +177,7 @@ async fn start_with(
             set,
             std::fs::read_to_string(&options.policies_file).unwrap_or_default(),
         ),
-        None => load_set(&options, &loader).await?,
+        None => load_set(&options, &fetcher, &loader).await?,
     };
     tracing::info!(policies = set.len(), "policies loaded");
     state.policies.store(Arc::new(set));
@@ -206,6 +212,7 @@ async fn start_with(
     let reload = Arc::new(Notify::new());
     tasks.push(tokio::spawn(watch_changes(
         options,
+        fetcher,
         loader,
         state,
         certificate,
@@ -234,24 +241,29 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Se
         .map_err(|source| ServerError::Bind { addr, source })
 }
 
-/// Reads and loads the policies file off the runtime's threads.
+/// Reads the policies file, fetches every distinct module in parallel, then
+/// loads the set off the runtime's threads.
 async fn load_set(
     options: &ServerOptions,
+    fetcher: &Fetcher,
     loader: &PolicyLoader,
 ) -> Result<(PolicySet, String), ServerError> {
     let path = options.policies_file.clone();
+    let text = tokio::fs::read_to_string(&path).await.map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let config = PoliciesConfig::parse(&text, &path.display().to_string())?;
+    let modules = fetch_all(fetcher, config.modules())
+        .await
+        .into_iter()
+        .map(|(reference, result)| (reference, result.map(|m| m.path).map_err(|e| e.to_string())))
+        .collect();
     let load = options.load.clone();
     let loader = loader.clone();
-    tokio::task::spawn_blocking(move || {
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let config = PoliciesConfig::parse(&text, &path.display().to_string())?;
-        Ok((PolicySet::load(&config, &loader, &load)?, text))
-    })
-    .await
-    .map_err(|e| ServerError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(move || Ok((PolicySet::load(&config, &modules, &loader, &load)?, text)))
+        .await
+        .map_err(|e| ServerError::Task(e.to_string()))?
 }
 
 /// Accepts connections until shutdown, then waits (up to `grace`) for the
@@ -324,6 +336,7 @@ async fn serve<F, Fut>(
 /// current one keeps serving.
 async fn watch_changes(
     options: ServerOptions,
+    fetcher: Fetcher,
     loader: PolicyLoader,
     state: Arc<AppState>,
     certificate: Option<Arc<ReloadingCertificate>>,
@@ -361,7 +374,7 @@ async fn watch_changes(
             continue;
         }
         tracing::info!(forced, "reloading policies");
-        match load_set(&options, &loader).await {
+        match load_set(&options, &fetcher, &loader).await {
             Ok((set, text)) => {
                 tracing::info!(policies = set.len(), "new policy set serving");
                 state.policies.store(Arc::new(set));

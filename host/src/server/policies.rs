@@ -7,12 +7,16 @@ use std::time::Duration;
 
 use kube_core::response::{Status, StatusCause, StatusDetails, StatusSummary};
 
-use super::config::{module_path, ConfigError, Entry, PoliciesConfig, PolicyMode};
+use super::config::{ConfigError, Entry, PoliciesConfig, PolicyMode};
 use super::expression::Expr;
 use crate::{
     AdmissionResponse, Grants, LoadedPolicy, PolicyConfig, PolicyLimits, PolicyLoader,
     PolicyRequest,
 };
+
+/// Where each module reference of a configuration was fetched to, or why it
+/// could not be.
+pub type FetchedModules = HashMap<String, Result<std::path::PathBuf, String>>;
 
 /// How policies are loaded.
 #[derive(Debug, Clone)]
@@ -124,6 +128,7 @@ impl PolicySet {
     /// that fails fails the whole set unless `continue_on_errors`.
     pub fn load(
         config: &PoliciesConfig,
+        modules: &FetchedModules,
         loader: &PolicyLoader,
         options: &LoadOptions,
     ) -> Result<Self, ConfigError> {
@@ -138,6 +143,7 @@ impl PolicySet {
                     target: Target::Policy {
                         member: Box::new(load_member(
                             loader,
+                            modules,
                             options,
                             id,
                             &spec.module,
@@ -173,6 +179,7 @@ impl PolicySet {
                             name.clone(),
                             load_member(
                                 loader,
+                                modules,
                                 options,
                                 &member_id,
                                 &member.module,
@@ -225,6 +232,7 @@ impl PolicySet {
 
 fn load_member(
     loader: &PolicyLoader,
+    modules: &FetchedModules,
     options: &LoadOptions,
     id: &str,
     module: &str,
@@ -234,7 +242,11 @@ fn load_member(
 ) -> Result<Member, ConfigError> {
     let settings = settings.to_string();
     let attempt = || -> Result<LoadedPolicy, String> {
-        let path = module_path(id, module).map_err(|e| e.to_string())?;
+        let path = match modules.get(module) {
+            Some(Ok(path)) => path,
+            Some(Err(reason)) => return Err(reason.clone()),
+            None => return Err(format!("module {module} was not fetched")),
+        };
         let config = PolicyConfig {
             id: id.to_owned(),
             grants: Grants::new(capabilities.iter().cloned()),
@@ -243,7 +255,7 @@ fn load_member(
                 memory_bytes: options.memory_bytes,
             },
         };
-        let loaded = loader.load_file(&path, config).map_err(|e| e.to_string())?;
+        let loaded = loader.load_file(path, config).map_err(|e| e.to_string())?;
         loaded
             .validate_settings(&settings)
             .map_err(|e| format!("policy {id}: {e}"))?;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use palisade_host::fetch::FetcherOptions;
 use palisade_host::server::{start, LoadOptions, RunningServer, ServerOptions, TlsFiles};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
@@ -72,6 +73,10 @@ pub fn options(dir: &Path, policies: PathBuf) -> ServerOptions {
         tls: None,
         policies_file: policies,
         cache_dir: Some(dir.join("compiled")),
+        fetch: FetcherOptions {
+            store_dir: dir.join("modules"),
+            ..FetcherOptions::default()
+        },
         load: LoadOptions {
             default_timeout: Duration::from_secs(2),
             memory_bytes: 64 << 20,
