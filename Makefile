@@ -6,9 +6,11 @@
 CACHE_HOME ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)
 export CARGO_TARGET_DIR ?= $(CACHE_HOME)/palisade/target
 export PALISADE_POLICY_DIR ?= $(CARGO_TARGET_DIR)/policies
+export PALISADE_BIN_DIR ?= $(CACHE_HOME)/palisade/bin
+export PALISADE_REGISTRY_BIN ?= $(PALISADE_BIN_DIR)/registry
 FIXTURES ?= $(abspath ../shared/fixtures/admission)
 
-.PHONY: demo serve test lint policies bench bench-server clean-policies
+.PHONY: demo serve test go-tools lint policies bench bench-server clean-policies
 
 ## demo: build the sample policies and evaluate every fixture with them
 demo: policies
@@ -19,8 +21,12 @@ serve: policies
 	scripts/serve.sh
 
 ## test: formatting, lints, sample policies built for wasm, then every test
-test: lint policies
+test: lint policies go-tools
 	scripts/run-tests.sh
+
+## go-tools: the real components tests run (distribution registry), built from the Go module proxy
+go-tools:
+	scripts/ensure-go-tools.sh
 
 lint:
 	cargo fmt --all -- --check

@@ -40,7 +40,7 @@ pub(super) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let stats = Percentiles::of(&mut samples);
     super::print(&format!(
         "{} ({}) on {}: accepted={} iterations={}\n{stats}",
-        args.policy.policy.display(),
+        args.policy.policy,
         policy.kind().as_str(),
         args.request.display(),
         verdict.accepted,

@@ -3,6 +3,7 @@
 
 mod annotate;
 mod bench;
+mod fetch;
 mod inspect;
 mod run;
 
@@ -41,13 +42,17 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Writes metadata (YAML or JSON) into a built policy.
     Annotate(annotate::AnnotateArgs),
+    /// Fetches a policy into the module store.
+    Pull(fetch::PullArgs),
+    /// Pushes a policy to an OCI registry with Kubewarden's media types.
+    Push(fetch::PushArgs),
 }
 
 /// How to load the policy: shared by the commands that evaluate.
 #[derive(Debug, Args)]
 struct PolicyArgs {
-    /// The policy module (a `.wasm` component).
-    policy: PathBuf,
+    /// The policy: a `.wasm` file or a reference (`registry://...`, `https://...`).
+    policy: String,
     /// Settings: inline JSON, or a JSON/YAML file.
     #[arg(long, short)]
     settings: Option<String>,
@@ -63,6 +68,8 @@ struct PolicyArgs {
     /// Directory for precompiled policies (default: the user's cache directory).
     #[arg(long, env = "PALISADE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    fetch: fetch::FetchArgs,
 }
 
 impl PolicyArgs {
@@ -74,7 +81,9 @@ impl PolicyArgs {
             timeout_ms,
             memory_mib,
             cache_dir,
+            fetch,
         } = self;
+        let policy = fetch.resolve(policy)?;
         let settings = read_settings(settings.as_deref())?;
         let engine = PolicyEngine::new(EngineConfig::default())?;
         let loader = match cache_dir.clone().or_else(default_cache_dir) {
@@ -92,7 +101,7 @@ impl PolicyArgs {
                 memory_bytes: memory_mib.saturating_mul(1 << 20),
             },
         };
-        let loaded = loader.load_file(policy, config)?;
+        let loaded = loader.load_file(&policy, config)?;
         loaded
             .validate_settings(&settings)
             .with_context(|| format!("settings {settings}"))?;
@@ -100,11 +109,14 @@ impl PolicyArgs {
     }
 }
 
-fn default_cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
+fn cache_home() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
-    Some(base.join("palisade").join("compiled"))
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    Some(cache_home()?.join("palisade").join("compiled"))
 }
 
 /// Settings given inline or as a file, normalised to JSON text.
@@ -156,6 +168,8 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::inspect(&args),
         Command::Bench(args) => bench::bench(&args),
         Command::Annotate(args) => annotate::annotate(&args),
+        Command::Pull(args) => fetch::pull(&args),
+        Command::Push(args) => fetch::push(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

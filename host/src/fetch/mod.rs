@@ -325,9 +325,11 @@ fn host_port(url: &url::Url) -> String {
 /// a refused connection is a connection failure; a failed name lookup has
 /// no type of its own in the resolver, so it is recognised by its text.
 fn request_error(url: &str, error: &(dyn std::error::Error + 'static)) -> FetchError {
-    let mut chain = Vec::new();
-    let mut source = Some(error);
-    while let Some(e) = source {
+    let mut texts = Vec::new();
+    // Walk the chain, also into the error an io::Error wraps (its
+    // `source()` skips it).
+    let mut pending: Vec<&(dyn std::error::Error + 'static)> = vec![error];
+    while let Some(e) = pending.pop() {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return FetchError::Tls {
                 url: url.to_owned(),
@@ -338,13 +340,24 @@ fn request_error(url: &str, error: &(dyn std::error::Error + 'static)) -> FetchE
             if io.kind() == std::io::ErrorKind::ConnectionRefused {
                 return FetchError::Connect(url.to_owned());
             }
+            if let Some(inner) = io.get_ref() {
+                pending.push(inner);
+            }
         }
-        chain.push(e.to_string());
-        source = e.source();
+        texts.push(e.to_string());
+        if let Some(source) = e.source() {
+            pending.push(source);
+        }
     }
-    let text = chain.join(": ");
+    let text = texts.join(": ");
     if text.contains("dns error") || text.contains("failed to lookup address") {
         FetchError::UnknownHost(url.to_owned())
+    } else if text.contains("invalid peer certificate") {
+        // Some TLS stacks report certificate failures only as text.
+        FetchError::Tls {
+            url: url.to_owned(),
+            reason: texts.last().cloned().unwrap_or(text),
+        }
     } else {
         FetchError::Other {
             url: url.to_owned(),

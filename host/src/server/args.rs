@@ -127,7 +127,11 @@ impl ServerArgs {
         };
         let fetch = FetcherOptions {
             store_dir: policies_download_dir.join("modules"),
-            sources: sources_path.as_deref().map(Sources::from_file).transpose()?.unwrap_or_default(),
+            sources: sources_path
+                .as_deref()
+                .map(Sources::from_file)
+                .transpose()?
+                .unwrap_or_default(),
             credentials: docker_config_json_path
                 .as_deref()
                 .map(DockerCredentials::from_file)

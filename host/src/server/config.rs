@@ -241,5 +241,4 @@ clusterwide-group-strict:
             .entries
             .is_empty());
     }
-
 }

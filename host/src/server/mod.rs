@@ -249,10 +249,12 @@ async fn load_set(
     loader: &PolicyLoader,
 ) -> Result<(PolicySet, String), ServerError> {
     let path = options.policies_file.clone();
-    let text = tokio::fs::read_to_string(&path).await.map_err(|source| ConfigError::Read {
-        path: path.clone(),
-        source,
-    })?;
+    let text = tokio::fs::read_to_string(&path)
+        .await
+        .map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
     let config = PoliciesConfig::parse(&text, &path.display().to_string())?;
     let modules = fetch_all(fetcher, config.modules())
         .await
@@ -261,9 +263,11 @@ async fn load_set(
         .collect();
     let load = options.load.clone();
     let loader = loader.clone();
-    tokio::task::spawn_blocking(move || Ok((PolicySet::load(&config, &modules, &loader, &load)?, text)))
-        .await
-        .map_err(|e| ServerError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(move || {
+        Ok((PolicySet::load(&config, &modules, &loader, &load)?, text))
+    })
+    .await
+    .map_err(|e| ServerError::Task(e.to_string()))?
 }
 
 /// Accepts connections until shutdown, then waits (up to `grace`) for the

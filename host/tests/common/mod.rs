@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub mod registry;
 pub mod server;
 
 use palisade_host::{

@@ -1,0 +1,139 @@
+//! `palisade pull` and `palisade push`, and the fetch options every
+//! command that takes a policy reference shares.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::read_file;
+use crate::fetch::{DockerCredentials, Fetcher, FetcherOptions, Sources};
+
+/// Where modules come from and where they are kept.
+#[derive(Debug, Args)]
+pub(super) struct FetchArgs {
+    /// Module store (default: the user's cache directory).
+    #[arg(long, env = "PALISADE_STORE_DIR")]
+    store_dir: Option<PathBuf>,
+    /// Kubewarden `sources.yml` (insecure sources, certificate authorities).
+    #[arg(long)]
+    sources: Option<PathBuf>,
+    /// Docker `config.json` with registry credentials (default:
+    /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json` when present).
+    #[arg(long)]
+    docker_config: Option<PathBuf>,
+    /// Largest module accepted, in MiB.
+    #[arg(long, default_value_t = 64)]
+    max_module_mib: u64,
+}
+
+impl FetchArgs {
+    pub(super) fn fetcher(&self) -> anyhow::Result<Fetcher> {
+        let Self {
+            store_dir,
+            sources,
+            docker_config,
+            max_module_mib,
+        } = self;
+        let store_dir = store_dir
+            .clone()
+            .or_else(|| super::cache_home().map(|c| c.join("palisade").join("modules")))
+            .ok_or_else(|| anyhow::anyhow!("no module store: pass --store-dir"))?;
+        let docker_config = docker_config.clone().or_else(default_docker_config);
+        Ok(Fetcher::new(FetcherOptions {
+            store_dir,
+            sources: sources
+                .as_deref()
+                .map(Sources::from_file)
+                .transpose()?
+                .unwrap_or_default(),
+            credentials: docker_config
+                .as_deref()
+                .map(DockerCredentials::from_file)
+                .transpose()?
+                .unwrap_or_default(),
+            max_module_bytes: Some(max_module_mib.saturating_mul(1 << 20)),
+        })?)
+    }
+
+    /// A local path for `policy`: the file itself, or the fetched module.
+    pub(super) fn resolve(&self, policy: &str) -> anyhow::Result<PathBuf> {
+        if Path::new(policy).exists() || !looks_like_reference(policy) {
+            return Ok(PathBuf::from(policy));
+        }
+        let fetcher = self.fetcher()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(runtime.block_on(crate::fetch::fetch_to_path(&fetcher, policy))?)
+    }
+}
+
+/// A reference has a scheme or a registry host; a plain file name has neither.
+fn looks_like_reference(text: &str) -> bool {
+    text.contains("://")
+        || text
+            .split('/')
+            .next()
+            .is_some_and(|first| first.contains('.') || first.contains(':'))
+            && text.contains('/')
+}
+
+fn default_docker_config() -> Option<PathBuf> {
+    let path = match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) => PathBuf::from(dir).join("config.json"),
+        None => PathBuf::from(std::env::var_os("HOME")?)
+            .join(".docker")
+            .join("config.json"),
+    };
+    path.exists().then_some(path)
+}
+
+#[derive(Debug, Args)]
+pub(super) struct PullArgs {
+    /// The reference (`registry://host/repo:tag`, `host/repo@sha256:...`, `https://...`).
+    reference: String,
+    /// Also copy the module here.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
+
+pub(super) fn pull(args: &PullArgs) -> anyhow::Result<()> {
+    let fetcher = args.fetch.fetcher()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let module = runtime.block_on(fetcher.fetch(&args.reference))?;
+    if let Some(output) = &args.output {
+        std::fs::copy(&module.path, output)?;
+    }
+    super::print(&format!(
+        "{}\nsha256: {}\npath: {}",
+        args.reference,
+        module.digest.unwrap_or_else(|| crate::module_digest(
+            &std::fs::read(&module.path).unwrap_or_default()
+        )),
+        module.path.display()
+    ))
+}
+
+#[derive(Debug, Args)]
+pub(super) struct PushArgs {
+    /// The policy module.
+    policy: PathBuf,
+    /// Where to push it (`registry://host/repo:tag` or `host/repo:tag`).
+    reference: String,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
+
+pub(super) fn push(args: &PushArgs) -> anyhow::Result<()> {
+    let wasm = read_file(&args.policy, "policy")?;
+    let fetcher = args.fetch.fetcher()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let url = runtime.block_on(fetcher.push(&wasm, &args.reference))?;
+    super::print(&format!("pushed {} to {url}", args.policy.display()))
+}
