@@ -214,3 +214,50 @@ fn bench_prints_percentiles() {
     assert!(out.contains("accepted=false iterations=200"), "{out}");
     assert!(out.contains("p50=") && out.contains("p99="), "{out}");
 }
+
+#[test]
+fn push_pull_and_run_by_reference() {
+    let registry = common::registry::Registry::start(Default::default());
+    let work = tempfile::tempdir().unwrap();
+    let sources = path(registry.write_sources(work.path()));
+    let store = path(work.path().join("store"));
+    let reference = format!("registry://{}/policies/pod-privileged:v1", registry.host);
+    let pushed = ok_stdout(&[
+        "push",
+        &path(policy_path("pod-privileged")),
+        &reference,
+        "--sources",
+        &sources,
+        "--store-dir",
+        &store,
+    ]);
+    assert!(
+        pushed.contains("/v2/policies/pod-privileged/manifests/sha256:"),
+        "{pushed}"
+    );
+    let pulled = ok_stdout(&[
+        "pull",
+        &reference,
+        "--sources",
+        &sources,
+        "--store-dir",
+        &store,
+    ]);
+    assert!(pulled.contains("sha256: "), "{pulled}");
+    let out = ok_stdout(&[
+        "run",
+        &reference,
+        "--sources",
+        &sources,
+        "--store-dir",
+        &store,
+        "-r",
+        &path(fixture_path("pod-create-privileged.json")),
+    ]);
+    assert!(out.contains("\"allowed\": false"), "{out}");
+    let err = failure_stderr(&["pull", &reference, "--store-dir", &store]);
+    assert!(
+        err.contains("TLS failure"),
+        "plain HTTP registry without insecure_sources: {err}"
+    );
+}

@@ -359,3 +359,61 @@ async fn https_and_http_sources() {
         .unwrap_err();
     assert!(matches!(err, FetchError::NotWasm { .. }), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_server_starts_from_the_registry_and_restarts_without_it() {
+    let registry = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let sources = registry.sources_yaml();
+    let f = fetcher(&work.path().join("push-store"), &sources, None);
+    let url = f
+        .push(
+            &module(),
+            &format!("registry://{}/policies/pod-privileged:v1", registry.host),
+        )
+        .await
+        .unwrap();
+    let pinned = format!(
+        "registry://{}/policies/pod-privileged@{}",
+        registry.host,
+        url.rsplit('/').next().unwrap()
+    );
+    let yaml = format!(
+        "pinned:\n  module: {pinned}\nmonitor:\n  module: {pinned}\n  policyMode: monitor\n"
+    );
+    let policies = work.path().join("policies.yml");
+    std::fs::write(&policies, yaml).unwrap();
+    let options = || {
+        let mut o = common::server::options(work.path(), policies.clone());
+        o.fetch = FetcherOptions {
+            store_dir: work.path().join("modules"),
+            sources: serde_yaml::from_str(&sources).unwrap(),
+            credentials: DockerCredentials::default(),
+            max_module_bytes: None,
+        };
+        o
+    };
+    let check = |server: &palisade_host::server::RunningServer| {
+        let url = format!("http://127.0.0.1:{}/validate/pinned", server.addr.port());
+        async move {
+            let body = std::fs::read(common::fixture_path("pod-create-privileged.json")).unwrap();
+            let response: serde_json::Value = reqwest::Client::new()
+                .post(url)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(response["response"]["allowed"], false);
+        }
+    };
+    let first = palisade_host::server::start(options()).await.unwrap();
+    check(&first).await;
+    first.shutdown().await;
+    drop(registry.stop());
+    let second = palisade_host::server::start(options()).await.unwrap();
+    check(&second).await;
+    second.shutdown().await;
+}

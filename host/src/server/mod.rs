@@ -211,9 +211,11 @@ async fn start_with(
 
     let reload = Arc::new(Notify::new());
     tasks.push(tokio::spawn(watch_changes(
-        options,
-        fetcher,
-        loader,
+        Reloader {
+            options,
+            fetcher,
+            loader,
+        },
         state,
         certificate,
         policies_text,
@@ -338,16 +340,26 @@ async fn serve<F, Fut>(
 /// Polls the policies file and the certificate; reloads on change or on
 /// request (SIGHUP). A new policy set that fails to load is logged and the
 /// current one keeps serving.
-async fn watch_changes(
+/// What reloading the policies needs.
+struct Reloader {
     options: ServerOptions,
     fetcher: Fetcher,
     loader: PolicyLoader,
+}
+
+async fn watch_changes(
+    reloader: Reloader,
     state: Arc<AppState>,
     certificate: Option<Arc<ReloadingCertificate>>,
     mut policies_text: String,
     reload: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Reloader {
+        options,
+        fetcher,
+        loader,
+    } = reloader;
     let mut interval = tokio::time::interval(options.watch_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -142,14 +142,18 @@ impl PolicySet {
                     message: spec.message.clone(),
                     target: Target::Policy {
                         member: Box::new(load_member(
-                            loader,
-                            modules,
-                            options,
+                            &Loading {
+                                loader,
+                                modules,
+                                options,
+                            },
                             id,
-                            &spec.module,
-                            &spec.settings,
-                            spec.timeout_eval_seconds,
-                            &spec.host_capabilities,
+                            MemberSpec {
+                                module: &spec.module,
+                                settings: &spec.settings,
+                                timeout_seconds: spec.timeout_eval_seconds,
+                                capabilities: &spec.host_capabilities,
+                            },
                         )?),
                         allowed_to_mutate: spec.allowed_to_mutate,
                     },
@@ -178,14 +182,18 @@ impl PolicySet {
                         members.insert(
                             name.clone(),
                             load_member(
-                                loader,
-                                modules,
-                                options,
+                                &Loading {
+                                    loader,
+                                    modules,
+                                    options,
+                                },
                                 &member_id,
-                                &member.module,
-                                &member.settings,
-                                member.timeout_eval_seconds,
-                                &member.host_capabilities,
+                                MemberSpec {
+                                    module: &member.module,
+                                    settings: &member.settings,
+                                    timeout_seconds: member.timeout_eval_seconds,
+                                    capabilities: &member.host_capabilities,
+                                },
                             )?,
                         );
                     }
@@ -230,16 +238,37 @@ impl PolicySet {
     }
 }
 
-fn load_member(
-    loader: &PolicyLoader,
-    modules: &FetchedModules,
-    options: &LoadOptions,
-    id: &str,
-    module: &str,
-    settings: &serde_json::Value,
+/// What loading a member needs from its surroundings.
+struct Loading<'a> {
+    loader: &'a PolicyLoader,
+    modules: &'a FetchedModules,
+    options: &'a LoadOptions,
+}
+
+/// The fields a policy and a group member share.
+struct MemberSpec<'a> {
+    module: &'a str,
+    settings: &'a serde_json::Value,
     timeout_seconds: Option<u64>,
-    capabilities: &[String],
+    capabilities: &'a [String],
+}
+
+fn load_member(
+    loading: &Loading<'_>,
+    id: &str,
+    spec: MemberSpec<'_>,
 ) -> Result<Member, ConfigError> {
+    let Loading {
+        loader,
+        modules,
+        options,
+    } = loading;
+    let MemberSpec {
+        module,
+        settings,
+        timeout_seconds,
+        capabilities,
+    } = spec;
     let settings = settings.to_string();
     let attempt = || -> Result<LoadedPolicy, String> {
         let path = match modules.get(module) {
