@@ -10,7 +10,7 @@ export PALISADE_BIN_DIR ?= $(CACHE_HOME)/palisade/bin
 export PALISADE_REGISTRY_BIN ?= $(PALISADE_BIN_DIR)/registry
 FIXTURES ?= $(abspath ../shared/fixtures/admission)
 
-.PHONY: demo serve test go-tools lint policies bench bench-server clean-policies
+.PHONY: demo serve test go-tools crds lint policies bench bench-server clean-policies
 
 ## demo: build the sample policies and evaluate every fixture with them
 demo: policies
@@ -24,9 +24,15 @@ serve: policies
 test: lint policies go-tools
 	scripts/run-tests.sh
 
-## go-tools: the real components tests run (distribution registry), built from the Go module proxy
+## go-tools: the real components tests run (distribution registry, etcd, kube-apiserver,
+## kube-controller-manager), built from the Go module proxy into $(PALISADE_BIN_DIR), once
 go-tools:
 	scripts/ensure-go-tools.sh
+	scripts/ensure-kube.sh
+
+## crds: regenerate the committed CRD YAML from the Rust types
+crds:
+	cargo run -q -p palisade-controller --bin crdgen > controller/crds/policies.kubewarden.io.yaml
 
 lint:
 	cargo fmt --all -- --check

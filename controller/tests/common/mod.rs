@@ -1,0 +1,165 @@
+//! A real Kubernetes API server (etcd + kube-apiserver) on loopback, built
+//! by `scripts/ensure-kube.sh` (`make test` runs it). The API server only
+//! ever dials 127.0.0.1: etcd there, and webhooks by URL in later tests.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct ApiServer {
+    etcd: Child,
+    apiserver: Child,
+    pub url: String,
+    pub token: String,
+    pub ca_pem: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        for child in [&mut self.apiserver, &mut self.etcd] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("PALISADE_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+            cache.join("palisade/bin")
+        });
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/ensure-kube.sh (make test does)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl ApiServer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (client_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+        let etcd = Command::new(bin("etcd"))
+            .args([
+                "--name=test",
+                &format!("--data-dir={}", d.join("etcd").display()),
+                &format!("--listen-client-urls=http://127.0.0.1:{client_port}"),
+                &format!("--advertise-client-urls=http://127.0.0.1:{client_port}"),
+                &format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+                &format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+                &format!("--initial-cluster=test=http://127.0.0.1:{peer_port}"),
+                "--log-level=error",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+
+        let serving = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+        ])
+        .unwrap();
+        std::fs::write(d.join("tls.crt"), serving.cert.pem()).unwrap();
+        std::fs::write(d.join("tls.key"), serving.signing_key.serialize_pem()).unwrap();
+        let sa = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(d.join("sa.key"), sa.serialize_pem()).unwrap();
+        std::fs::write(d.join("sa.pub"), sa.public_key_pem()).unwrap();
+        let token = "palisade-test-admin-token".to_owned();
+        std::fs::write(
+            d.join("tokens.csv"),
+            format!("{token},admin,admin-uid,\"system:masters\"\n"),
+        )
+        .unwrap();
+        let log = std::fs::File::create(d.join("apiserver.log")).unwrap();
+        let apiserver = Command::new(bin("kube-apiserver"))
+            .args([
+                &format!("--etcd-servers=http://127.0.0.1:{client_port}"),
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                &format!("--secure-port={api_port}"),
+                &format!("--tls-cert-file={}", d.join("tls.crt").display()),
+                &format!("--tls-private-key-file={}", d.join("tls.key").display()),
+                &format!("--token-auth-file={}", d.join("tokens.csv").display()),
+                "--authorization-mode=RBAC",
+                &format!("--service-account-issuer=https://127.0.0.1:{api_port}"),
+                &format!("--service-account-key-file={}", d.join("sa.pub").display()),
+                &format!(
+                    "--service-account-signing-key-file={}",
+                    d.join("sa.key").display()
+                ),
+                "--service-cluster-ip-range=192.0.2.0/24",
+                "--endpoint-reconciler-type=none",
+                "--disable-admission-plugins=ServiceAccount",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let server = Self {
+            etcd,
+            apiserver,
+            url: format!("https://127.0.0.1:{api_port}"),
+            token,
+            ca_pem: serving.cert.pem(),
+            _dir: dir,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let client = self.client();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let request = http::Request::get("/readyz").body(Vec::new()).unwrap();
+            if client
+                .request_text(request)
+                .await
+                .is_ok_and(|t| t.trim() == "ok")
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver not ready in 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub fn client(&self) -> kube::Client {
+        let mut config = kube::Config::new(self.url.parse().unwrap());
+        let der = rustls_pemfile_der(&self.ca_pem);
+        config.root_cert = Some(vec![der]);
+        config.auth_info.token = Some(self.token.clone().into());
+        kube::Client::try_from(config).unwrap()
+    }
+}
+
+fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
+}
