@@ -11,13 +11,10 @@
 
 mod common;
 
-use std::time::Duration;
-
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
-use palisade_controller::crd::{crds, crds_yaml, ClusterAdmissionPolicy, PolicyMode};
+use palisade_controller::crd::{crds_yaml, ClusterAdmissionPolicy, PolicyMode};
 
 const COMMITTED: &str = include_str!("../crds/policies.kubewarden.io.yaml");
 
@@ -27,31 +24,6 @@ fn committed_crds_are_up_to_date() {
         crds_yaml().unwrap() == COMMITTED,
         "controller/crds/policies.kubewarden.io.yaml is stale: run `cargo run -p palisade-controller --bin crdgen > controller/crds/policies.kubewarden.io.yaml`"
     );
-}
-
-async fn install(client: &kube::Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in crds() {
-        api.create(&PostParams::default(), &crd).await.unwrap();
-    }
-    for crd in crds() {
-        let name = crd.metadata.name.unwrap();
-        let mut established = false;
-        for _ in 0..100 {
-            let current = api.get(&name).await.unwrap();
-            established = current
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(established, "{name} never became established");
-    }
 }
 
 fn api(client: &kube::Client, kind: &str, namespace: Option<&str>) -> Api<DynamicObject> {
@@ -81,7 +53,7 @@ fn refused(result: Result<DynamicObject, kube::Error>, needle: &str) {
 async fn kubewarden_manifests_apply_unchanged_with_defaults_and_validation() {
     let server = common::ApiServer::start().await;
     let client = server.client();
-    install(&client).await;
+    common::install_crds(&client).await;
 
     // As Kubewarden's documentation writes them.
     let caps = api(&client, "ClusterAdmissionPolicy", None);

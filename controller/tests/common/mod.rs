@@ -110,6 +110,7 @@ impl ApiServer {
                 "--service-cluster-ip-range=192.0.2.0/24",
                 "--endpoint-reconciler-type=none",
                 "--disable-admission-plugins=ServiceAccount",
+                "--allow-privileged=true",
             ])
             .stdout(Stdio::null())
             .stderr(log)
@@ -162,4 +163,49 @@ fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(body)
         .unwrap()
+}
+
+/// Installs the CRDs and waits until they are served.
+pub async fn install_crds(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, PostParams};
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crds = palisade_controller::crd::crds();
+    for crd in &crds {
+        api.create(&PostParams::default(), crd).await.unwrap();
+    }
+    for crd in crds {
+        let name = crd.metadata.name.unwrap();
+        let mut established = false;
+        for _ in 0..100 {
+            let current = api.get(&name).await.unwrap();
+            established = current
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(established, "{name} never became established");
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most `seconds`.
+pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -1,0 +1,78 @@
+//! Settings validation through the host crate: the same fetch, load and
+//! `validate-settings` the policy-server runs, before any webhook exists.
+
+use std::path::PathBuf;
+
+use palisade_host::fetch::{Fetcher, FetcherOptions};
+use palisade_host::{CompileCache, EngineConfig, PolicyConfig, PolicyEngine, PolicyLoader};
+
+/// Why a policy cannot be activated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    /// The module could not be fetched or loaded.
+    #[error("{0}")]
+    Module(String),
+    /// The policy refused its settings (the policy's own message).
+    #[error("{0}")]
+    Settings(String),
+}
+
+impl CheckError {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Module(_) => "ModuleUnavailable",
+            Self::Settings(_) => "InvalidSettings",
+        }
+    }
+}
+
+/// Fetches and loads modules to check settings.
+#[derive(Debug, Clone)]
+pub struct SettingsChecker {
+    fetcher: Fetcher,
+    loader: PolicyLoader,
+}
+
+impl SettingsChecker {
+    /// Keeps fetched modules in `store_dir` and their compiled code next to it.
+    pub fn new(fetch: FetcherOptions) -> Result<Self, CheckError> {
+        let compiled: PathBuf = fetch.store_dir.join("compiled");
+        let fetcher = Fetcher::new(fetch).map_err(|e| CheckError::Module(e.to_string()))?;
+        let engine = PolicyEngine::new(EngineConfig::default())
+            .map_err(|e| CheckError::Module(e.to_string()))?;
+        let cache = CompileCache::new(compiled).map_err(|e| CheckError::Module(e.to_string()))?;
+        Ok(Self {
+            fetcher,
+            loader: PolicyLoader::with_cache(engine, cache),
+        })
+    }
+
+    /// Checks one policy's module and settings.
+    pub async fn check(
+        &self,
+        id: &str,
+        module: &str,
+        settings: &serde_json::Value,
+    ) -> Result<(), CheckError> {
+        let fetched = self
+            .fetcher
+            .fetch(module)
+            .await
+            .map_err(|e| CheckError::Module(e.to_string()))?;
+        let loader = self.loader.clone();
+        let id = id.to_owned();
+        let settings = settings.to_string();
+        tokio::task::spawn_blocking(move || {
+            let policy = loader
+                .load_file(&fetched.path, PolicyConfig::new(id))
+                .map_err(|e| CheckError::Module(e.to_string()))?;
+            policy.validate_settings(&settings).map_err(|e| match e {
+                palisade_host::SettingsError::Rejected(message) => CheckError::Settings(message),
+                other => CheckError::Settings(other.to_string()),
+            })
+        })
+        .await
+        .map_err(|e| CheckError::Module(format!("settings check task failed: {e}")))?
+    }
+}
