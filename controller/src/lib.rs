@@ -4,6 +4,7 @@
 //! policies into policy-server configuration and webhook registrations,
 //! with settings checked through the same host crate the policy-server runs.
 
+pub mod admission;
 pub mod crd;
 pub mod policy;
 pub mod reconcile;

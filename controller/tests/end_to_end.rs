@@ -299,3 +299,127 @@ async fn cluster_admission_policies_are_enforced_by_the_api_server() {
     projector.abort();
     policy_server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_settings_are_refused_at_apply_time_with_the_policys_message() {
+    use palisade_controller::admission::{handle, register, AdmissionEndpoint};
+    use palisade_host::server::tls::{server_config, ReloadingCertificate};
+
+    let server = common::ApiServer::start().await;
+    let client = server.client();
+    common::install_crds(&client).await;
+
+    // The controller's webhook, on loopback.
+    let work = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(work.path().join("tls.crt"), cert.cert.pem()).unwrap();
+    std::fs::write(
+        work.path().join("tls.key"),
+        cert.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let certificate =
+        ReloadingCertificate::new(&work.path().join("tls.crt"), &work.path().join("tls.key"))
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
+        server_config(Arc::new(certificate), None).unwrap(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let checker = Arc::new(
+        SettingsChecker::new(FetcherOptions {
+            store_dir: work.path().join("store"),
+            ..FetcherOptions::default()
+        })
+        .unwrap(),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let webhook = tokio::spawn(palisade_host::server::serve(
+        listener,
+        Some(acceptor),
+        move |request| handle(checker.clone(), request),
+        stopped,
+        Duration::from_secs(5),
+    ));
+    register(
+        &client,
+        &AdmissionEndpoint::Url(format!("https://127.0.0.1:{port}")),
+        cert.cert.pem().as_bytes(),
+    )
+    .await
+    .unwrap();
+
+    let resource = |kind: &str| {
+        kube::discovery::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "policies.kubewarden.io",
+            "v1",
+            kind,
+        ))
+    };
+    let caps: Api<DynamicObject> =
+        Api::all_with(client.clone(), &resource("ClusterAdmissionPolicy"));
+    let labels = policy_dir().join("required-labels.wasm");
+    let cap = |name: &str, settings: &str| {
+        format!(
+            "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: {name}}}\nspec:\n  module: file://{}\n  settings: {settings}\n",
+            labels.display()
+        )
+    };
+    let try_create = |api: Api<DynamicObject>, yaml: String| async move {
+        let object: DynamicObject = serde_yaml::from_str(&yaml).unwrap();
+        api.create(&PostParams::default(), &object).await
+    };
+
+    // The webhook may take a moment to be called; retry until it answers.
+    let refusal = common::eventually(30, "the webhook to refuse invalid settings", || {
+        let attempt = try_create(caps.clone(), cap("empty-labels", "{labels: []}"));
+        async move {
+            match attempt.await {
+                Err(kube::Error::Api(status)) if status.message.contains("invalid settings") => {
+                    Some(status.message)
+                }
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(
+        refusal.contains("`labels` must list at least one required label"),
+        "{refusal}"
+    );
+    let bad_regex = try_create(
+        caps.clone(),
+        cap("bad-regex", "{labels: [{key: a, valueRegex: '('}]}"),
+    )
+    .await;
+    assert!(
+        matches!(bad_regex, Err(kube::Error::Api(ref s)) if s.message.contains("invalid valueRegex")),
+        "{bad_regex:?}"
+    );
+    try_create(caps.clone(), cap("good", "{labels: [app]}"))
+        .await
+        .unwrap();
+
+    let groups: Api<DynamicObject> =
+        Api::all_with(client.clone(), &resource("ClusterAdmissionPolicyGroup"));
+    let group = format!(
+        "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicyGroup\nmetadata: {{name: g}}\nspec:\n  expression: \"a() && b()\"\n  message: no\n  policies:\n    a: {{module: \"file://{0}\", settings: {{labels: [app]}}}}\n    b: {{module: \"file://{0}\", settings: {{labels: []}}}}\n",
+        labels.display()
+    );
+    let refused = try_create(groups, group).await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref s)) if s.message.contains("policy `b`: invalid settings")),
+        "{refused:?}"
+    );
+
+    // A module that cannot be loaded does not block the apply (the status will say why).
+    try_create(
+        caps.clone(),
+        "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {name: unfetchable}\nspec:\n  module: file:///nonexistent.wasm\n".to_owned(),
+    )
+    .await
+    .unwrap();
+
+    let _ = stop.send(true);
+    webhook.await.unwrap();
+}

@@ -6,10 +6,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use std::time::Duration;
+
+use palisade_controller::admission::{self, AdmissionEndpoint};
 use palisade_controller::policy::WebhookEndpoint;
 use palisade_controller::reconcile::{run, Context};
 use palisade_controller::settings::SettingsChecker;
 use palisade_host::fetch::FetcherOptions;
+use palisade_host::server::serve;
+use palisade_host::server::tls::{server_config, ReloadingCertificate};
 
 /// Palisade's controller.
 #[derive(Debug, Parser)]
@@ -31,6 +36,20 @@ struct Args {
         default_value = "/tmp/palisade-controller"
     )]
     store_dir: PathBuf,
+    /// Serving certificate of the controller's own admission webhook (PEM);
+    /// the webhook is served and registered only when it is given.
+    #[arg(long, env = "PALISADE_ADMISSION_CERT", requires = "admission_key")]
+    admission_cert: Option<PathBuf>,
+    /// Its key (PEM).
+    #[arg(long, env = "PALISADE_ADMISSION_KEY", requires = "admission_cert")]
+    admission_key: Option<PathBuf>,
+    /// Where the admission webhook listens.
+    #[arg(long, env = "PALISADE_ADMISSION_ADDR", default_value = "0.0.0.0:8443")]
+    admission_addr: std::net::SocketAddr,
+    /// Out-of-cluster mode for the admission webhook: register it at this base URL
+    /// instead of the `palisade-controller` Service.
+    #[arg(long, env = "PALISADE_ADMISSION_URL")]
+    admission_url: Option<String>,
     /// Log filter.
     #[arg(long, env = "PALISADE_LOG", default_value = "info")]
     log_level: String,
@@ -57,6 +76,10 @@ async fn start(args: Args) -> anyhow::Result<()> {
         webhook_url,
         ca_bundle,
         store_dir,
+        admission_cert,
+        admission_key,
+        admission_addr,
+        admission_url,
         log_level: _,
     } = args;
     let client = kube::Client::try_default().await?;
@@ -66,19 +89,50 @@ async fn start(args: Args) -> anyhow::Result<()> {
             namespace: namespace.clone(),
         },
     };
+    let ca_bundle = std::fs::read(&ca_bundle)?;
+    let checker = SettingsChecker::new(FetcherOptions {
+        store_dir,
+        ..FetcherOptions::default()
+    })?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut webhook = None;
+    if let (Some(cert), Some(key)) = (admission_cert, admission_key) {
+        let certificate = ReloadingCertificate::new(&cert, &key)?;
+        let acceptor =
+            tokio_rustls::TlsAcceptor::from(Arc::new(server_config(Arc::new(certificate), None)?));
+        let listener = tokio::net::TcpListener::bind(admission_addr).await?;
+        let checker = Arc::new(checker.clone());
+        webhook = Some(tokio::spawn(serve(
+            listener,
+            Some(acceptor),
+            move |request| admission::handle(checker.clone(), request),
+            stopped,
+            Duration::from_secs(10),
+        )));
+        let endpoint = match admission_url {
+            Some(url) => AdmissionEndpoint::Url(url),
+            None => AdmissionEndpoint::Service {
+                namespace: namespace.clone(),
+                name: "palisade-controller".to_owned(),
+            },
+        };
+        admission::register(&client, &endpoint, &std::fs::read(&cert)?).await?;
+        tracing::info!(%admission_addr, "admission webhook for policy resources registered");
+    }
     let context = Context {
         client,
         namespace,
         endpoint,
-        ca_bundle: std::fs::read(&ca_bundle)?,
-        checker: SettingsChecker::new(FetcherOptions {
-            store_dir,
-            ..FetcherOptions::default()
-        })?,
+        ca_bundle,
+        checker,
     };
     tokio::select! {
         () = run(Arc::new(context)) => {}
         _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+    }
+    let _ = stop.send(true);
+    if let Some(webhook) = webhook {
+        let _ = webhook.await;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ pub mod expression;
 mod http;
 mod metrics;
 pub mod policies;
-mod tls;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -273,8 +273,10 @@ async fn load_set(
 }
 
 /// Accepts connections until shutdown, then waits (up to `grace`) for the
-/// open ones to finish their requests.
-async fn serve<F, Fut>(
+/// open ones to finish their requests. HTTP/1.1 and HTTP/2, over TLS when
+/// an acceptor is given; other servers of the project (the controller's
+/// admission webhook) reuse it.
+pub async fn serve<F, Fut>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     handler: F,
