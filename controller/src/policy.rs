@@ -124,50 +124,64 @@ pub fn webhook_configuration(
     let name = policy.metadata.name.clone().unwrap_or_default();
     let id = cluster_policy_id(&name);
     let spec = &policy.spec;
-    let webhook_name = format!("{id}.kubewarden.admission");
-    let client = client_config(&id, &spec.webhook.policy_server, endpoint, ca_bundle);
-    let selector = namespace_selector(policy, engine_namespace);
-    let versions = vec!["v1".to_owned()];
-    let side_effects = spec
-        .webhook
-        .side_effects
-        .clone()
-        .unwrap_or_else(|| "None".into());
-    let match_conditions = Some(spec.webhook.match_conditions.clone()).filter(|m| !m.is_empty());
+    let webhook = ValidatingWebhook {
+        name: format!("{id}.kubewarden.admission"),
+        client_config: client_config(&id, &spec.webhook.policy_server, endpoint, ca_bundle),
+        rules: Some(spec.webhook.rules.clone()),
+        failure_policy: spec.webhook.failure_policy.clone(),
+        match_policy: spec.webhook.match_policy.clone(),
+        match_conditions: Some(spec.webhook.match_conditions.clone()).filter(|m| !m.is_empty()),
+        namespace_selector: Some(namespace_selector(policy, engine_namespace)),
+        object_selector: spec.webhook.object_selector.clone(),
+        side_effects: spec
+            .webhook
+            .side_effects
+            .clone()
+            .unwrap_or_else(|| "None".into()),
+        timeout_seconds: Some(spec.webhook.timeout_seconds),
+        admission_review_versions: vec!["v1".to_owned()],
+    };
     if spec.mutating {
         WebhookConfiguration::Mutating(MutatingWebhookConfiguration {
             metadata: metadata(&id, &name),
-            webhooks: Some(vec![MutatingWebhook {
-                name: webhook_name,
-                client_config: client,
-                rules: Some(spec.webhook.rules.clone()),
-                failure_policy: spec.webhook.failure_policy.clone(),
-                match_policy: spec.webhook.match_policy.clone(),
-                match_conditions,
-                namespace_selector: Some(selector),
-                object_selector: spec.webhook.object_selector.clone(),
-                side_effects,
-                timeout_seconds: Some(spec.webhook.timeout_seconds),
-                admission_review_versions: versions,
-                reinvocation_policy: None,
-            }]),
+            webhooks: Some(vec![mutating(webhook)]),
         })
     } else {
         WebhookConfiguration::Validating(ValidatingWebhookConfiguration {
             metadata: metadata(&id, &name),
-            webhooks: Some(vec![ValidatingWebhook {
-                name: webhook_name,
-                client_config: client,
-                rules: Some(spec.webhook.rules.clone()),
-                failure_policy: spec.webhook.failure_policy.clone(),
-                match_policy: spec.webhook.match_policy.clone(),
-                match_conditions,
-                namespace_selector: Some(selector),
-                object_selector: spec.webhook.object_selector.clone(),
-                side_effects,
-                timeout_seconds: Some(spec.webhook.timeout_seconds),
-                admission_review_versions: versions,
-            }]),
+            webhooks: Some(vec![webhook]),
         })
+    }
+}
+
+/// The same webhook, registered as mutating (the two API types differ only
+/// by the reinvocation policy).
+fn mutating(webhook: ValidatingWebhook) -> MutatingWebhook {
+    let ValidatingWebhook {
+        name,
+        client_config,
+        rules,
+        failure_policy,
+        match_policy,
+        match_conditions,
+        namespace_selector,
+        object_selector,
+        side_effects,
+        timeout_seconds,
+        admission_review_versions,
+    } = webhook;
+    MutatingWebhook {
+        name,
+        client_config,
+        rules,
+        failure_policy,
+        match_policy,
+        match_conditions,
+        namespace_selector,
+        object_selector,
+        side_effects,
+        timeout_seconds,
+        admission_review_versions,
+        reinvocation_policy: None,
     }
 }
