@@ -41,6 +41,8 @@ pub fn policies_entry(policy: &ClusterAdmissionPolicy) -> Value {
         "policyMode": match spec.webhook.mode { PolicyMode::Protect => "protect", PolicyMode::Monitor => "monitor" },
         "allowedToMutate": spec.mutating,
         "contextAwareResources": spec.context_aware_resources,
+        // Cluster-wide policies are trusted with every host capability, as in Kubewarden.
+        "hostCapabilities": ["*"],
     });
     if let Some(object) = entry.as_object_mut() {
         if let Some(message) = &spec.message {
@@ -183,5 +185,58 @@ fn mutating(webhook: ValidatingWebhook) -> MutatingWebhook {
         timeout_seconds,
         admission_review_versions,
         reinvocation_policy: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(mutating: bool) -> ClusterAdmissionPolicy {
+        serde_json::from_value(json!({
+            "apiVersion": "policies.kubewarden.io/v1",
+            "kind": "ClusterAdmissionPolicy",
+            "metadata": {"name": "p"},
+            "spec": {"module": "registry://r/p:1", "mutating": mutating, "mode": "monitor", "message": "m",
+                     "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"]}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn policies_entry_is_in_the_policy_servers_format() {
+        let entry = policies_entry(&policy(true));
+        assert_eq!(entry["module"], "registry://r/p:1");
+        assert_eq!(entry["policyMode"], "monitor");
+        assert_eq!(entry["allowedToMutate"], true);
+        assert_eq!(entry["message"], "m");
+        assert_eq!(entry["hostCapabilities"], json!(["*"]));
+        assert_eq!(entry["settings"], json!({}));
+    }
+
+    #[test]
+    fn mutating_policies_get_a_mutating_webhook_with_the_same_fields() {
+        let endpoint = WebhookEndpoint::Service {
+            namespace: "kubewarden".into(),
+        };
+        let WebhookConfiguration::Mutating(config) =
+            webhook_configuration(&policy(true), &endpoint, "kubewarden", b"CA")
+        else {
+            panic!("expected a mutating configuration");
+        };
+        assert_eq!(config.metadata.name.as_deref(), Some("clusterwide-p"));
+        let hook = &config.webhooks.unwrap()[0];
+        assert_eq!(hook.name, "clusterwide-p.kubewarden.admission");
+        let service = hook.client_config.service.as_ref().unwrap();
+        assert_eq!(
+            (service.name.as_str(), service.path.as_deref()),
+            ("policy-server-default", Some("/validate/clusterwide-p"))
+        );
+        assert_eq!(hook.timeout_seconds, Some(10));
+        assert_eq!(hook.side_effects, "None");
+        assert!(matches!(
+            webhook_configuration(&policy(false), &endpoint, "kubewarden", b"CA"),
+            WebhookConfiguration::Validating(_)
+        ));
     }
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use palisade_host::fetch::{Fetcher, FetcherOptions};
-use palisade_host::{CompileCache, EngineConfig, PolicyConfig, PolicyEngine, PolicyLoader};
+use palisade_host::{CompileCache, EngineConfig, Grants, PolicyConfig, PolicyEngine, PolicyLoader};
 
 /// Why a policy cannot be activated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,8 +64,12 @@ impl SettingsChecker {
         let id = id.to_owned();
         let settings = settings.to_string();
         tokio::task::spawn_blocking(move || {
+            // Settings validation runs no capability; granting them all here
+            // keeps a policy that imports one from failing the check.
+            let mut config = PolicyConfig::new(id);
+            config.grants = Grants::all();
             let policy = loader
-                .load_file(&fetched.path, PolicyConfig::new(id))
+                .load_file(&fetched.path, config)
                 .map_err(|e| CheckError::Module(e.to_string()))?;
             policy.validate_settings(&settings).map_err(|e| match e {
                 palisade_host::SettingsError::Rejected(message) => CheckError::Settings(message),
