@@ -8,7 +8,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+};
+
+use crate::limits::Limited;
 
 use crate::error::LoadError;
 
@@ -104,6 +108,19 @@ enum MemoryReset {
     PagemapScan,
     /// Rewrite the lowest pages and give the rest back to the kernel.
     Madvise,
+}
+
+impl PolicyEngine {
+    /// A store for one evaluation: the memory limiter attached and the
+    /// deadline armed. The deadline covers instantiation too (data segment
+    /// initialisation, start functions), so the store is made before it.
+    pub(crate) fn store<T: Limited>(&self, data: T, timeout: Duration) -> Store<T> {
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(|s| s.limiter());
+        store.set_epoch_deadline(self.deadline_ticks(timeout));
+        store.epoch_deadline_trap();
+        store
+    }
 }
 
 /// The wasmtime configuration: every sandbox-relevant choice is here.

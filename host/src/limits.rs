@@ -51,6 +51,12 @@ pub(crate) struct MemoryCapExceeded {
     pub desired: usize,
 }
 
+/// Store data that carries a [`MemoryLimiter`]; [`crate::PolicyEngine::store`]
+/// attaches it, so no store is created without its limits.
+pub(crate) trait Limited: Send + 'static {
+    fn limiter(&mut self) -> &mut MemoryLimiter;
+}
+
 /// A [`ResourceLimiter`] attached to every store.
 #[derive(Debug)]
 pub(crate) struct MemoryLimiter {

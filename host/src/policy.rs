@@ -259,19 +259,23 @@ fn core_mode(
         }
         None => {}
     }
-    let exports_guest_call = wasmtime::wasmparser::Parser::new(0)
-        .parse_all(wasm)
-        .any(|payload| {
-            matches!(payload, Ok(wasmtime::wasmparser::Payload::ExportSection(exports))
-            if exports.clone().into_iter().any(|e| e.is_ok_and(|e| e.name == "__guest_call")))
-        });
-    if exports_guest_call {
+    if exports_guest_call(wasm) {
         Ok(CoreMode::Wapc)
     } else {
         Err(LoadError::NotAPolicy {
             origin: origin.to_owned(),
         })
     }
+}
+
+/// Whether a core module exports waPC's `__guest_call`.
+pub(crate) fn exports_guest_call(wasm: &[u8]) -> bool {
+    wasmtime::wasmparser::Parser::new(0)
+        .parse_all(wasm)
+        .any(|payload| {
+            matches!(payload, Ok(wasmtime::wasmparser::Payload::ExportSection(exports))
+            if exports.clone().into_iter().any(|e| e.is_ok_and(|e| e.name == "__guest_call")))
+        })
 }
 
 /// Refuses a component that imports a capability its configuration does
@@ -433,12 +437,7 @@ impl LoadedPolicy {
         pre: &PolicyPre<HostState>,
     ) -> Result<(Store<HostState>, PolicyBindings), EvalError> {
         let state = HostState::new(self.context.clone(), self.limits.effective_memory_bytes());
-        let mut store = Store::new(self.engine.engine(), state);
-        store.limiter(|s| &mut s.limiter);
-        // The deadline covers instantiation too (data segment initialisation,
-        // start functions).
-        store.set_epoch_deadline(self.engine.deadline_ticks(self.limits.timeout));
-        store.epoch_deadline_trap();
+        let mut store = self.engine.store(state, self.limits.timeout);
         let policy = pre
             .instantiate(&mut store)
             .map_err(|e| classify(e, self.limits))?;

@@ -21,7 +21,7 @@ pub(crate) struct PolicyContext {
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limiter: MemoryLimiter,
+    limiter: MemoryLimiter,
     context: Arc<PolicyContext>,
 }
 
@@ -40,6 +40,12 @@ impl HostState {
 
     fn check(&self, call: CapabilityCall) -> Result<(), HostError> {
         self.context.grants.check(call)
+    }
+}
+
+impl crate::limits::Limited for HostState {
+    fn limiter(&mut self) -> &mut MemoryLimiter {
+        &mut self.limiter
     }
 }
 

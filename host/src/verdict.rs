@@ -70,13 +70,10 @@ impl Verdict {
         original: Option<&serde_json::Value>,
     ) -> AdmissionResponse {
         let mut response = AdmissionResponse {
-            uid: uid.to_owned(),
             allowed: self.accepted,
-            status: None,
-            patch_type: None,
-            patch: None,
             audit_annotations: self.audit_annotations,
             warnings: self.warnings,
+            ..AdmissionResponse::accepted(uid)
         };
         if !self.accepted {
             response.status = Some(rejection_status(
@@ -147,6 +144,28 @@ pub struct AdmissionResponse {
 }
 
 impl AdmissionResponse {
+    /// A plain acceptance.
+    pub fn accepted(uid: &str) -> Self {
+        Self {
+            uid: uid.to_owned(),
+            allowed: true,
+            status: None,
+            patch_type: None,
+            patch: None,
+            audit_annotations: BTreeMap::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// A rejection with a message and code.
+    pub fn rejected(uid: &str, message: &str, code: u16) -> Self {
+        Self {
+            allowed: false,
+            status: Some(rejection_status(message, code)),
+            ..Self::accepted(uid)
+        }
+    }
+
     /// Wraps the response into an `admission.k8s.io/v1` AdmissionReview.
     pub fn into_review(self) -> serde_json::Value {
         serde_json::json!({

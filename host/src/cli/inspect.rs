@@ -66,7 +66,7 @@ fn report(wasm: &[u8], origin: &str) -> anyhow::Result<Report> {
             Some(ExecutionMode::Wasi) => "wasi (core module)",
             Some(ExecutionMode::Opa) => "opa (core module)",
             Some(ExecutionMode::Gatekeeper) => "gatekeeper (core module)",
-            _ if exports_guest_call(wasm) => "waPC (core module)",
+            _ if crate::policy::exports_guest_call(wasm) => "waPC (core module)",
             _ => "core module (not a policy: no `__guest_call` export)",
         },
         None => bail!("{origin} is not a WebAssembly module"),
@@ -120,12 +120,5 @@ fn report(wasm: &[u8], origin: &str) -> anyhow::Result<Report> {
         imports,
         capabilities,
         metadata,
-    })
-}
-
-fn exports_guest_call(wasm: &[u8]) -> bool {
-    Parser::new(0).parse_all(wasm).any(|payload| {
-        matches!(payload, Ok(Payload::ExportSection(exports))
-            if exports.clone().into_iter().any(|e| e.is_ok_and(|e| e.name == "__guest_call")))
     })
 }

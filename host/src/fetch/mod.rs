@@ -201,16 +201,16 @@ impl Fetcher {
 
     /// Pushes a policy to a registry reference; returns the manifest URL.
     pub async fn push(&self, wasm: &[u8], reference: &str) -> Result<String, FetchError> {
-        let metadata = crate::metadata::read_metadata(wasm).map_err(|e| FetchError::NotWasm {
-            reference: reference.to_owned(),
-            reason: e.to_string(),
-        })?;
         if !wasm.starts_with(b"\0asm") {
             return Err(FetchError::NotWasm {
                 reference: reference.to_owned(),
                 reason: "the file is not WebAssembly".into(),
             });
         }
+        let metadata = crate::metadata::read_metadata(wasm).map_err(|e| FetchError::NotWasm {
+            reference: reference.to_owned(),
+            reason: e.to_string(),
+        })?;
         let name = match ModuleSource::parse(reference)? {
             ModuleSource::Registry(name) => name,
             _ => {

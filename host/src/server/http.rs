@@ -13,7 +13,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 
 use super::metrics::{EvaluationLabels, Metrics};
-use super::policies::{acceptance, rejection, Origin, PolicySet};
+use super::policies::{Origin, PolicySet};
+use crate::AdmissionResponse;
 use crate::PolicyRequest;
 
 /// Everything a request handler needs; shared by all connections.
@@ -131,7 +132,7 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
     };
     let elapsed = started.elapsed();
     let Some((id, outcome)) = outcome else {
-        return json(&acceptance(request.uid()).into_review());
+        return json(&AdmissionResponse::accepted(request.uid()).into_review());
     };
     let labels = EvaluationLabels {
         policy_name: id.clone(),
@@ -179,9 +180,9 @@ fn raw_not_supported(id: &str, body: &[u8]) -> Response<Body> {
             "the body must be {\"request\": <JSON>}",
         );
     }
-    let response = rejection(
+    let response = AdmissionResponse::rejected(
         "",
-        format!("policy {id} cannot evaluate raw requests: raw policies are not supported by this version"),
+        &format!("policy {id} cannot evaluate raw requests: raw policies are not supported by this version"),
         500,
     );
     json(&serde_json::json!({ "response": response }))

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube_core::response::{Status, StatusCause, StatusDetails, StatusSummary};
+use kube_core::response::{StatusCause, StatusDetails};
 
 use super::config::{ConfigError, Entry, PoliciesConfig, PolicyMode};
 use super::expression::Expr;
@@ -63,7 +63,7 @@ impl Member {
             Ok(loaded) => loaded,
             Err(reason) => {
                 return (
-                    rejection(request.uid(), reason.clone(), 500),
+                    AdmissionResponse::rejected(request.uid(), reason, 500),
                     Some("not_loaded"),
                 )
             }
@@ -71,7 +71,7 @@ impl Member {
         match loaded.validate(request, &self.settings) {
             Ok(verdict) => (verdict.into_response(request.uid(), request.object()), None),
             Err(e) => (
-                rejection(request.uid(), e.to_string(), 500),
+                AdmissionResponse::rejected(request.uid(), &e.to_string(), 500),
                 Some(e.label()),
             ),
         }
@@ -361,17 +361,13 @@ impl ServedPolicy {
             return;
         }
         if response.patch.is_some() && !allowed_to_mutate {
-            *response = AdmissionResponse {
-                patch: None,
-                patch_type: None,
-                ..rejection(
-                    &response.uid,
-                    format!(
-                        "Request rejected by policy {id}. The policy attempted to mutate the request, but it is currently configured to not allow mutations."
-                    ),
-                    400,
-                )
-            };
+            *response = AdmissionResponse::rejected(
+                &response.uid,
+                &format!(
+                    "Request rejected by policy {id}. The policy attempted to mutate the request, but it is currently configured to not allow mutations."
+                ),
+                400,
+            );
         }
         if let (false, Some(message), Target::Policy { .. }) =
             (response.allowed, &self.message, &self.target)
@@ -416,11 +412,11 @@ fn evaluate_group(
     });
     let allowed = matches!(result, Ok(true));
     let mut response = if allowed {
-        acceptance(request.uid())
+        AdmissionResponse::accepted(request.uid())
     } else {
-        let mut r = rejection(
+        let mut r = AdmissionResponse::rejected(
             request.uid(),
-            message.unwrap_or("rejected by policy group").to_owned(),
+            message.unwrap_or("rejected by policy group"),
             400,
         );
         if let Some(status) = r.status.as_mut() {
@@ -432,37 +428,6 @@ fn evaluate_group(
     };
     response.warnings = warnings;
     (response, error)
-}
-
-/// A rejection response.
-pub fn rejection(uid: &str, message: String, code: u16) -> AdmissionResponse {
-    AdmissionResponse {
-        uid: uid.to_owned(),
-        allowed: false,
-        status: Some(Status {
-            status: Some(StatusSummary::Failure),
-            code,
-            message,
-            ..Status::default()
-        }),
-        patch_type: None,
-        patch: None,
-        audit_annotations: BTreeMap::new(),
-        warnings: Vec::new(),
-    }
-}
-
-/// A plain acceptance.
-pub fn acceptance(uid: &str) -> AdmissionResponse {
-    AdmissionResponse {
-        uid: uid.to_owned(),
-        allowed: true,
-        status: None,
-        patch_type: None,
-        patch: None,
-        audit_annotations: BTreeMap::new(),
-        warnings: Vec::new(),
-    }
 }
 
 fn details() -> StatusDetails {

@@ -25,9 +25,15 @@ const MAX_LOG_BYTES: usize = 64 << 10;
 /// The data of one core-module evaluation.
 pub(crate) struct CoreState {
     pub wasi: WasiP1Ctx,
-    pub limiter: MemoryLimiter,
+    limiter: MemoryLimiter,
     pub context: Arc<PolicyContext>,
     pub exchange: Exchange,
+}
+
+impl crate::limits::Limited for CoreState {
+    fn limiter(&mut self) -> &mut MemoryLimiter {
+        &mut self.limiter
+    }
 }
 
 /// What the host and the guest hand each other during one `__guest_call`.

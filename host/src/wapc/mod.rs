@@ -219,11 +219,7 @@ impl Runner<'_> {
             self.limits.effective_memory_bytes(),
             wasi,
         );
-        let mut store = Store::new(self.engine.engine(), state);
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(self.engine.deadline_ticks(self.limits.timeout));
-        store.epoch_deadline_trap();
-        store
+        self.engine.store(state, self.limits.timeout)
     }
 
     fn classify(&self, error: wasmtime::Error) -> EvalError {
