@@ -5,7 +5,13 @@
 //! with settings checked through the same host crate the policy-server runs.
 
 pub mod admission;
+pub mod certs;
 pub mod crd;
+pub mod kinds;
+pub mod leader;
+pub mod metrics;
 pub mod policy;
+pub mod policy_server;
 pub mod reconcile;
+pub mod rollout;
 pub mod settings;

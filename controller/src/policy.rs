@@ -1,62 +1,50 @@
-//! What the controller derives from a policy resource: its id, its
-//! `policies.yml` entry and its webhook configuration.
+//! The webhook configuration the controller registers for a policy.
 
 use std::collections::BTreeMap;
 
+use crate::kinds::PolicyResource;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, ServiceReference, ValidatingWebhook,
     ValidatingWebhookConfiguration, WebhookClientConfig,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    LabelSelector, LabelSelectorRequirement, ObjectMeta,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
-use serde_json::{json, Value};
 
-use crate::crd::{ClusterAdmissionPolicy, PolicyMode};
-
-/// Label put on every object the controller owns for a policy.
+/// Label put on every webhook configuration: the policy id.
 pub const POLICY_LABEL: &str = "kubewarden.io/policy";
+/// Label put on every object derived from a PolicyServer: its name.
+pub const POLICY_SERVER_LABEL: &str = "kubewarden.io/policy-server";
 
 /// How the API server reaches the policy-servers.
 #[derive(Debug, Clone)]
 pub enum WebhookEndpoint {
     /// In a cluster: the policy-server Service `policy-server-<name>` in the engine namespace.
     Service { namespace: String },
-    /// Out of cluster (development, tests): `<base>/validate/<id>`.
+    /// Out of cluster (development, tests): `<base>/validate/<id>`, where
+    /// `{policy-server}` in `base` is replaced by the PolicyServer's name.
     Url { base: String },
 }
 
-/// The id Kubewarden gives a cluster-wide policy.
-pub fn cluster_policy_id(name: &str) -> String {
-    format!("clusterwide-{name}")
-}
-
-/// The `policies.yml` entry of a cluster-wide policy.
-pub fn policies_entry(policy: &ClusterAdmissionPolicy) -> Value {
-    let spec = &policy.spec;
-    let mut entry = json!({
-        "module": spec.module,
-        "settings": spec.settings,
-        "policyMode": match spec.webhook.mode { PolicyMode::Protect => "protect", PolicyMode::Monitor => "monitor" },
-        "allowedToMutate": spec.mutating,
-        "contextAwareResources": spec.context_aware_resources,
-        // Cluster-wide policies are trusted with every host capability, as in Kubewarden.
-        "hostCapabilities": ["*"],
-    });
-    if let Some(object) = entry.as_object_mut() {
-        if let Some(message) = &spec.message {
-            object.insert("message".into(), json!(message));
+impl WebhookEndpoint {
+    /// The out-of-cluster base URL of one policy-server.
+    pub fn base_url(&self, policy_server: &str) -> Option<String> {
+        match self {
+            Self::Url { base } => Some(
+                base.replace("{policy-server}", policy_server)
+                    .trim_end_matches('/')
+                    .to_owned(),
+            ),
+            Self::Service { .. } => None,
         }
-        if let Some(timeout) = spec.webhook.timeout_eval_seconds {
-            object.insert("timeoutEvalSeconds".into(), json!(timeout));
-        }
-        object.insert(
-            "namespacedName".into(),
-            json!({"name": policy.metadata.name.clone().unwrap_or_default()}),
-        );
     }
-    entry
+
+    /// The host of the out-of-cluster URL, which the serving certificate must name.
+    pub fn url_host(&self, policy_server: &str) -> Option<String> {
+        let base = self.base_url(policy_server)?;
+        let uri: hyper::Uri = base.parse().ok()?;
+        uri.host()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+    }
 }
 
 fn client_config(
@@ -67,13 +55,16 @@ fn client_config(
 ) -> WebhookClientConfig {
     let path = format!("/validate/{id}");
     let (url, service) = match endpoint {
-        WebhookEndpoint::Url { base } => {
-            (Some(format!("{}{path}", base.trim_end_matches('/'))), None)
-        }
+        WebhookEndpoint::Url { .. } => (
+            endpoint
+                .base_url(policy_server)
+                .map(|base| format!("{base}{path}")),
+            None,
+        ),
         WebhookEndpoint::Service { namespace } => (
             None,
             Some(ServiceReference {
-                name: format!("policy-server-{policy_server}"),
+                name: crate::policy_server::object_name(policy_server),
                 namespace: namespace.clone(),
                 path: Some(path),
                 port: Some(443),
@@ -87,24 +78,13 @@ fn client_config(
     }
 }
 
-/// Cluster-wide policies never see the engine's own namespace.
-fn namespace_selector(policy: &ClusterAdmissionPolicy, engine_namespace: &str) -> LabelSelector {
-    let mut selector = policy.spec.namespace_selector.clone().unwrap_or_default();
-    selector
-        .match_expressions
-        .get_or_insert_with(Vec::new)
-        .push(LabelSelectorRequirement {
-            key: "kubernetes.io/metadata.name".into(),
-            operator: "NotIn".into(),
-            values: Some(vec![engine_namespace.to_owned()]),
-        });
-    selector
-}
-
-fn metadata(id: &str, name: &str) -> ObjectMeta {
+fn metadata(id: &str, policy_server: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(id.to_owned()),
-        labels: Some(BTreeMap::from([(POLICY_LABEL.to_owned(), name.to_owned())])),
+        labels: Some(BTreeMap::from([
+            (POLICY_LABEL.to_owned(), id.to_owned()),
+            (POLICY_SERVER_LABEL.to_owned(), policy_server.to_owned()),
+        ])),
         ..ObjectMeta::default()
     }
 }
@@ -118,39 +98,35 @@ pub enum WebhookConfiguration {
 }
 
 pub fn webhook_configuration(
-    policy: &ClusterAdmissionPolicy,
+    policy: &impl PolicyResource,
     endpoint: &WebhookEndpoint,
     engine_namespace: &str,
     ca_bundle: &[u8],
 ) -> WebhookConfiguration {
-    let name = policy.metadata.name.clone().unwrap_or_default();
-    let id = cluster_policy_id(&name);
-    let spec = &policy.spec;
+    let id = policy.id();
+    let fields = policy.webhook();
+    let server = &fields.policy_server;
     let webhook = ValidatingWebhook {
         name: format!("{id}.kubewarden.admission"),
-        client_config: client_config(&id, &spec.webhook.policy_server, endpoint, ca_bundle),
-        rules: Some(spec.webhook.rules.clone()),
-        failure_policy: spec.webhook.failure_policy.clone(),
-        match_policy: spec.webhook.match_policy.clone(),
-        match_conditions: Some(spec.webhook.match_conditions.clone()).filter(|m| !m.is_empty()),
-        namespace_selector: Some(namespace_selector(policy, engine_namespace)),
-        object_selector: spec.webhook.object_selector.clone(),
-        side_effects: spec
-            .webhook
-            .side_effects
-            .clone()
-            .unwrap_or_else(|| "None".into()),
-        timeout_seconds: Some(spec.webhook.timeout_seconds),
+        client_config: client_config(&id, server, endpoint, ca_bundle),
+        rules: Some(fields.rules.clone()),
+        failure_policy: fields.failure_policy.clone(),
+        match_policy: fields.match_policy.clone(),
+        match_conditions: Some(fields.match_conditions.clone()).filter(|m| !m.is_empty()),
+        namespace_selector: Some(policy.namespace_selector(engine_namespace)),
+        object_selector: fields.object_selector.clone(),
+        side_effects: fields.side_effects.clone().unwrap_or_else(|| "None".into()),
+        timeout_seconds: Some(fields.timeout_seconds),
         admission_review_versions: vec!["v1".to_owned()],
     };
-    if spec.mutating {
+    if policy.mutating() {
         WebhookConfiguration::Mutating(MutatingWebhookConfiguration {
-            metadata: metadata(&id, &name),
+            metadata: metadata(&id, server),
             webhooks: Some(vec![mutating(webhook)]),
         })
     } else {
         WebhookConfiguration::Validating(ValidatingWebhookConfiguration {
-            metadata: metadata(&id, &name),
+            metadata: metadata(&id, server),
             webhooks: Some(vec![webhook]),
         })
     }
@@ -191,6 +167,8 @@ fn mutating(webhook: ValidatingWebhook) -> MutatingWebhook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::ClusterAdmissionPolicy;
+    use serde_json::json;
 
     fn policy(mutating: bool) -> ClusterAdmissionPolicy {
         serde_json::from_value(json!({
@@ -205,13 +183,37 @@ mod tests {
 
     #[test]
     fn policies_entry_is_in_the_policy_servers_format() {
-        let entry = policies_entry(&policy(true));
+        let entry = policy(true).entry(&[]);
         assert_eq!(entry["module"], "registry://r/p:1");
         assert_eq!(entry["policyMode"], "monitor");
         assert_eq!(entry["allowedToMutate"], true);
         assert_eq!(entry["message"], "m");
         assert_eq!(entry["hostCapabilities"], json!(["*"]));
         assert_eq!(entry["settings"], json!({}));
+    }
+
+    #[test]
+    fn out_of_cluster_urls_name_the_policy_server_and_the_certificate_host() {
+        let endpoint = WebhookEndpoint::Url {
+            base: "https://127.0.0.1:8443/{policy-server}/".into(),
+        };
+        assert_eq!(
+            endpoint.base_url("default").as_deref(),
+            Some("https://127.0.0.1:8443/default")
+        );
+        assert_eq!(endpoint.url_host("default").as_deref(), Some("127.0.0.1"));
+        let WebhookConfiguration::Validating(config) =
+            webhook_configuration(&policy(false), &endpoint, "kubewarden", b"CA")
+        else {
+            panic!("expected a validating configuration");
+        };
+        let hook = &config.webhooks.unwrap()[0];
+        assert_eq!(
+            hook.client_config.url.as_deref(),
+            Some("https://127.0.0.1:8443/default/validate/clusterwide-p")
+        );
+        let labels = config.metadata.labels.unwrap();
+        assert_eq!(labels[POLICY_SERVER_LABEL], "default");
     }
 
     #[test]

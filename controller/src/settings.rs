@@ -1,9 +1,11 @@
 //! Settings validation through the host crate: the same fetch, load and
 //! `validate-settings` the policy-server runs, before any webhook exists.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-use palisade_host::fetch::{Fetcher, FetcherOptions};
+use palisade_host::fetch::{Fetcher, FetcherOptions, Sources};
 use palisade_host::{CompileCache, EngineConfig, Grants, PolicyConfig, PolicyEngine, PolicyLoader};
 
 /// Why a policy cannot be activated.
@@ -18,6 +20,14 @@ pub enum CheckError {
 }
 
 impl CheckError {
+    /// The same error, its message prefixed (a group member's name).
+    pub fn prefixed(self, prefix: &str) -> Self {
+        match self {
+            Self::Module(m) => Self::Module(format!("{prefix}{m}")),
+            Self::Settings(m) => Self::Settings(format!("{prefix}{m}")),
+        }
+    }
+
     /// The condition reason.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -30,7 +40,11 @@ impl CheckError {
 /// Fetches and loads modules to check settings.
 #[derive(Debug, Clone)]
 pub struct SettingsChecker {
+    options: FetcherOptions,
     fetcher: Fetcher,
+    /// One fetcher per distinct `sources.yml` (PolicyServers may differ), all
+    /// sharing the module store.
+    by_sources: Arc<Mutex<HashMap<String, Fetcher>>>,
     loader: PolicyLoader,
 }
 
@@ -38,25 +52,68 @@ impl SettingsChecker {
     /// Keeps fetched modules in `store_dir` and their compiled code next to it.
     pub fn new(fetch: FetcherOptions) -> Result<Self, CheckError> {
         let compiled: PathBuf = fetch.store_dir.join("compiled");
-        let fetcher = Fetcher::new(fetch).map_err(|e| CheckError::Module(e.to_string()))?;
+        let fetcher = Fetcher::new(fetch.clone()).map_err(|e| CheckError::Module(e.to_string()))?;
         let engine = PolicyEngine::new(EngineConfig::default())
             .map_err(|e| CheckError::Module(e.to_string()))?;
         let cache = CompileCache::new(compiled).map_err(|e| CheckError::Module(e.to_string()))?;
         Ok(Self {
+            options: fetch,
             fetcher,
+            by_sources: Arc::default(),
             loader: PolicyLoader::with_cache(engine, cache),
         })
     }
 
-    /// Checks one policy's module and settings.
+    /// Checks one policy's module and settings, fetching with the
+    /// checker's own sources.
     pub async fn check(
         &self,
         id: &str,
         module: &str,
         settings: &serde_json::Value,
     ) -> Result<(), CheckError> {
-        let fetched = self
-            .fetcher
+        self.check_on(&self.fetcher, id, module, settings).await
+    }
+
+    /// Checks one policy's module and settings, fetching with the sources
+    /// of the PolicyServer that will run it.
+    pub async fn check_with(
+        &self,
+        id: &str,
+        module: &str,
+        settings: &serde_json::Value,
+        sources: &Sources,
+    ) -> Result<(), CheckError> {
+        let key = format!("{sources:?}");
+        let fetcher = {
+            let mut fetchers = self
+                .by_sources
+                .lock()
+                .map_err(|_| CheckError::Module("fetcher cache poisoned".into()))?;
+            match fetchers.get(&key) {
+                Some(fetcher) => fetcher.clone(),
+                None => {
+                    let fetcher = Fetcher::new(FetcherOptions {
+                        sources: sources.clone(),
+                        ..self.options.clone()
+                    })
+                    .map_err(|e| CheckError::Module(e.to_string()))?;
+                    fetchers.insert(key, fetcher.clone());
+                    fetcher
+                }
+            }
+        };
+        self.check_on(&fetcher, id, module, settings).await
+    }
+
+    async fn check_on(
+        &self,
+        fetcher: &Fetcher,
+        id: &str,
+        module: &str,
+        settings: &serde_json::Value,
+    ) -> Result<(), CheckError> {
+        let fetched = fetcher
             .fetch(module)
             .await
             .map_err(|e| CheckError::Module(e.to_string()))?;

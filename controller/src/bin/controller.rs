@@ -1,14 +1,15 @@
-//! `controller`: reconciles ClusterAdmissionPolicies into policy-server
-//! configuration and webhooks.
+//! `controller`: reconciles the Kubewarden custom resources into
+//! policy-servers and webhooks.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-
-use clap::Parser;
 use std::time::Duration;
 
+use clap::Parser;
+
 use palisade_controller::admission::{self, AdmissionEndpoint};
+use palisade_controller::leader::{run_as_leader, Ended};
 use palisade_controller::policy::WebhookEndpoint;
 use palisade_controller::reconcile::{run, Context};
 use palisade_controller::settings::SettingsChecker;
@@ -20,16 +21,17 @@ use palisade_host::server::tls::{server_config, ReloadingCertificate};
 #[derive(Debug, Parser)]
 #[command(name = "controller", version, about)]
 struct Args {
-    /// The engine's namespace (policy-server ConfigMaps; excluded from cluster-wide webhooks).
+    /// The engine's namespace: policy-server objects live here, and
+    /// cluster-wide policies never see it.
     #[arg(long, env = "NAMESPACE", default_value = "kubewarden")]
     namespace: String,
-    /// Out-of-cluster mode: register webhooks as `<URL>/validate/<id>` instead of the Service.
+    /// Out-of-cluster mode: register webhooks as `<URL>/validate/<id>`
+    /// instead of the policy-server Service; `{policy-server}` in the URL is
+    /// replaced by the PolicyServer's name, and the URL's host is added to
+    /// the serving certificate.
     #[arg(long, env = "PALISADE_WEBHOOK_URL")]
     webhook_url: Option<String>,
-    /// PEM of the CA that signed the policy-servers' certificates (the webhooks' caBundle).
-    #[arg(long, env = "PALISADE_CA_BUNDLE")]
-    ca_bundle: PathBuf,
-    /// Where fetched policy modules are kept.
+    /// Where fetched policy modules are kept for settings validation.
     #[arg(
         long,
         env = "PALISADE_STORE_DIR",
@@ -46,23 +48,41 @@ struct Args {
     /// Where the admission webhook listens.
     #[arg(long, env = "PALISADE_ADMISSION_ADDR", default_value = "0.0.0.0:8443")]
     admission_addr: std::net::SocketAddr,
-    /// Out-of-cluster mode for the admission webhook: register it at this base URL
-    /// instead of the `palisade-controller` Service.
+    /// Out-of-cluster mode for the admission webhook: register it at this
+    /// base URL instead of the `palisade-controller` Service.
     #[arg(long, env = "PALISADE_ADMISSION_URL")]
     admission_url: Option<String>,
+    /// Where `/metrics` and `/healthz` are served (plain HTTP).
+    #[arg(long, env = "PALISADE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// Run for leadership on a Lease so that only one replica reconciles.
+    #[arg(long, env = "PALISADE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// This replica's name in the Lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
     /// Log filter.
     #[arg(long, env = "PALISADE_LOG", default_value = "info")]
     log_level: String,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "PALISADE_LOG_FORMAT", default_value = "text")]
+    log_format: String,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_level))
-        .try_init();
+    let filter = tracing_subscriber::EnvFilter::new(&args.log_level);
+    let _ = if args.log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .try_init()
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).try_init()
+    };
     match start(args).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -70,17 +90,36 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn start(args: Args) -> anyhow::Result<()> {
+/// SIGTERM (what the kubelet sends) or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn start(args: Args) -> anyhow::Result<ExitCode> {
     let Args {
         namespace,
         webhook_url,
-        ca_bundle,
         store_dir,
         admission_cert,
         admission_key,
         admission_addr,
         admission_url,
+        metrics_addr,
+        leader_election,
+        identity,
         log_level: _,
+        log_format: _,
     } = args;
     let client = kube::Client::try_default().await?;
     let endpoint = match webhook_url {
@@ -89,20 +128,38 @@ async fn start(args: Args) -> anyhow::Result<()> {
             namespace: namespace.clone(),
         },
     };
-    let ca_bundle = std::fs::read(&ca_bundle)?;
     let checker = SettingsChecker::new(FetcherOptions {
         store_dir,
         ..FetcherOptions::default()
     })?;
+    let context = Arc::new(Context::new(
+        client.clone(),
+        namespace.clone(),
+        endpoint,
+        checker.clone(),
+    ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut webhook = None;
+    let mut servers = Vec::new();
+
+    let metrics = context.metrics.clone();
+    let listener = tokio::net::TcpListener::bind(metrics_addr).await?;
+    servers.push(tokio::spawn(serve(
+        listener,
+        None,
+        move |request| palisade_controller::metrics::handle(metrics.clone(), request),
+        stopped.clone(),
+        Duration::from_secs(5),
+    )));
+    tracing::info!(%metrics_addr, "metrics served");
+
+    // Every replica answers admission reviews; only the leader reconciles.
     if let (Some(cert), Some(key)) = (admission_cert, admission_key) {
         let certificate = ReloadingCertificate::new(&cert, &key)?;
         let acceptor =
             tokio_rustls::TlsAcceptor::from(Arc::new(server_config(Arc::new(certificate), None)?));
         let listener = tokio::net::TcpListener::bind(admission_addr).await?;
-        let checker = Arc::new(checker.clone());
-        webhook = Some(tokio::spawn(serve(
+        let checker = Arc::new(checker);
+        servers.push(tokio::spawn(serve(
             listener,
             Some(acceptor),
             move |request| admission::handle(checker.clone(), request),
@@ -119,20 +176,29 @@ async fn start(args: Args) -> anyhow::Result<()> {
         admission::register(&client, &endpoint, &std::fs::read(&cert)?).await?;
         tracing::info!(%admission_addr, "admission webhook for policy resources registered");
     }
-    let context = Context {
-        client,
-        namespace,
-        endpoint,
-        ca_bundle,
-        checker,
+
+    let ended = if leader_election {
+        let identity = identity
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("controller-{}", std::process::id()));
+        run_as_leader(client, &namespace, &identity, shutdown_signal(), |stop| {
+            run(context, stop)
+        })
+        .await?
+    } else {
+        run(context, shutdown_signal()).await;
+        Ended::Shutdown
     };
-    tokio::select! {
-        () = run(Arc::new(context)) => {}
-        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
-    }
+    tracing::info!("reconcilers stopped");
     let _ = stop.send(true);
-    if let Some(webhook) = webhook {
-        let _ = webhook.await;
+    for server in servers {
+        let _ = server.await;
     }
-    Ok(())
+    // A replica that lost the lease exits non-zero so that it restarts
+    // cleanly as a follower.
+    Ok(if ended == Ended::Lost {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

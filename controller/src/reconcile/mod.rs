@@ -1,0 +1,184 @@
+//! The reconcilers: one for PolicyServers, one (generic) for the four
+//! policy kinds. [`run`] starts them all and returns when they stop.
+
+mod policies;
+mod policy_server;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams};
+use kube::runtime::controller::Action;
+use kube::Client;
+
+use crate::certs::{Authority, Lifetimes};
+use crate::crd::{
+    AdmissionPolicy, AdmissionPolicyGroup, ClusterAdmissionPolicy, ClusterAdmissionPolicyGroup,
+};
+use crate::metrics::Metrics;
+use crate::policy::WebhookEndpoint;
+use crate::policy_server::ROOT_CA_SECRET;
+use crate::settings::SettingsChecker;
+
+pub use policies::reconcile as reconcile_policy;
+pub use policy_server::reconcile as reconcile_policy_server;
+
+/// The finalizer on policies and PolicyServers.
+pub const FINALIZER: &str = "kubewarden.io/cleanup";
+/// The field manager of everything the controller applies.
+pub const MANAGER: &str = "palisade-controller";
+
+/// What every reconciliation needs.
+pub struct Context {
+    pub client: Client,
+    /// The engine's namespace: policy-server objects live here and
+    /// cluster-wide webhooks never see it.
+    pub namespace: String,
+    pub endpoint: WebhookEndpoint,
+    pub checker: SettingsChecker,
+    pub lifetimes: Lifetimes,
+    pub metrics: Metrics,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        namespace: String,
+        endpoint: WebhookEndpoint,
+        checker: SettingsChecker,
+    ) -> Self {
+        Self {
+            client,
+            namespace,
+            endpoint,
+            checker,
+            lifetimes: Lifetimes::default(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The CA, as the PolicyServer reconciler last stored it.
+    async fn authority(&self) -> Result<Option<Authority>, Error> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        Ok(secrets
+            .get_opt(ROOT_CA_SECRET)
+            .await?
+            .and_then(|secret| authority_from_secret(&secret)))
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("namespace", &self.namespace)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+const CA_CERT_KEY: &str = "ca.crt";
+const CA_KEY_KEY: &str = "ca.key";
+const CA_BUNDLE_KEY: &str = "ca-bundle.crt";
+
+fn authority_from_secret(secret: &Secret) -> Option<Authority> {
+    let data = secret.data.as_ref()?;
+    let text = |key: &str| {
+        data.get(key)
+            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
+    };
+    Some(Authority {
+        cert_pem: text(CA_CERT_KEY)?,
+        key_pem: text(CA_KEY_KEY)?,
+        bundle_pem: text(CA_BUNDLE_KEY).unwrap_or_default(),
+    })
+}
+
+/// A reconciliation failed; it is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    #[error("encoding: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("certificates: {0}")]
+    Certificate(#[from] crate::certs::CertError),
+}
+
+impl Error {
+    /// A low-cardinality label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Finalizer(_) => "finalizer",
+            Self::Json(_) => "json",
+            Self::Certificate(_) => "certificate",
+        }
+    }
+}
+
+async fn delete_if_present<K>(api: Api<K>, name: &str) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Retry with a backoff that grows with consecutive failures would need
+/// per-object state; a fixed short delay keeps recovery quick and the
+/// API server load bounded by the number of failing objects.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// Logs the outcome of every reconciliation and drains the controller stream.
+async fn drain<K, S, E>(kind: &'static str, stream: S)
+where
+    S: futures::Stream<Item = Result<(kube::runtime::reflector::ObjectRef<K>, Action), E>>,
+    K: kube::Resource,
+    E: std::fmt::Display,
+{
+    stream
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(kind, object = %object.name, "reconciled"),
+                Err(e) => tracing::debug!(kind, error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+/// Runs every reconciler until `shutdown` resolves; reconciliations in
+/// flight then finish before this returns.
+pub async fn run(
+    context: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stop = || {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        }
+    };
+    let all = futures::future::join5(
+        policy_server::run(context.clone(), stop()),
+        policies::run::<ClusterAdmissionPolicy>(context.clone(), stop()),
+        policies::run::<AdmissionPolicy>(context.clone(), stop()),
+        policies::run::<ClusterAdmissionPolicyGroup>(context.clone(), stop()),
+        policies::run::<AdmissionPolicyGroup>(context, stop()),
+    );
+    tokio::pin!(all);
+    tokio::select! {
+        _ = &mut all => return,
+        () = shutdown => tracing::info!("stopping the reconcilers"),
+    }
+    let _ = tx.send(true);
+    all.await;
+}

@@ -1,0 +1,291 @@
+//! PolicyServer reconciliation: the CA and serving certificate, the
+//! ConfigMap, Deployment, Service and PodDisruptionBudget; on deletion, the
+//! webhooks of the bound policies go first (the garbage collector removes
+//! the owned objects after).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::ByteString;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{finalizer, Event};
+use kube::runtime::watcher;
+use kube::ResourceExt;
+use time::OffsetDateTime;
+
+use super::{
+    authority_from_secret, delete_if_present, drain, Context, Error, CA_BUNDLE_KEY, CA_CERT_KEY,
+    CA_KEY_KEY, FINALIZER, MANAGER, RETRY,
+};
+use crate::certs::{self, Authority, Serving};
+use crate::crd::PolicyServer;
+use crate::policy::POLICY_SERVER_LABEL;
+use crate::policy_server::{
+    config_hash, config_map, deployment, disruption_budget, object_name, owner_reference,
+    selector_labels, service, ROOT_CA_SECRET,
+};
+
+const KIND: &str = "PolicyServer";
+/// The longest a PolicyServer goes without a check of its certificates.
+const CERTIFICATE_CHECK: Duration = Duration::from_secs(3600);
+
+/// Runs the PolicyServer reconciler until `shutdown`.
+pub async fn run(
+    context: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = context.client.clone();
+    let namespace = context.namespace.clone();
+    let owned = || watcher::Config::default().labels(POLICY_SERVER_LABEL);
+    let stream = Controller::new(
+        Api::<PolicyServer>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<ConfigMap>::namespaced(client.clone(), &namespace),
+        owned(),
+    )
+    .owns(
+        Api::<Deployment>::namespaced(client.clone(), &namespace),
+        owned(),
+    )
+    .owns(
+        Api::<Service>::namespaced(client.clone(), &namespace),
+        owned(),
+    )
+    .owns(Api::<Secret>::namespaced(client, &namespace), owned())
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, context);
+    drain(KIND, stream).await;
+}
+
+fn error_policy(server: Arc<PolicyServer>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::warn!(policy_server = %server.name_any(), error = %error, "reconcile failed, retrying");
+    Action::requeue(RETRY)
+}
+
+/// Reconciles one PolicyServer.
+#[tracing::instrument(skip_all, fields(policy_server = %server.name_any()))]
+pub async fn reconcile(server: Arc<PolicyServer>, context: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let api: Api<PolicyServer> = Api::all(context.client.clone());
+    let result = finalizer(&api, FINALIZER, server, |event| async {
+        match event {
+            Event::Apply(server) => apply(&server, &context).await,
+            Event::Cleanup(server) => cleanup(&server, &context).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    let outcome = result.as_ref().map_or_else(Error::kind, |_| "ok");
+    context.metrics.reconciled(KIND, outcome, started.elapsed());
+    result
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+async fn apply(server: &PolicyServer, context: &Context) -> Result<Action, Error> {
+    let name = server.name_any();
+    let namespace = &context.namespace;
+    let client = &context.client;
+    let now = OffsetDateTime::now_utc();
+    let ca = ensure_authority(context, now).await?;
+    ensure_serving_certificate(server, context, &ca, now).await?;
+
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let object = object_name(&name);
+    let stored = config_maps
+        .patch(
+            &object,
+            &apply_params(),
+            &Patch::Apply(&config_map(server, namespace)),
+        )
+        .await?;
+    let hash = config_hash(&stored);
+
+    Api::<Deployment>::namespaced(client.clone(), namespace)
+        .patch(
+            &object,
+            &apply_params(),
+            &Patch::Apply(&deployment(server, namespace, &hash)),
+        )
+        .await?;
+    Api::<Service>::namespaced(client.clone(), namespace)
+        .patch(
+            &object,
+            &apply_params(),
+            &Patch::Apply(&service(server, namespace)),
+        )
+        .await?;
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
+    match disruption_budget(server, namespace) {
+        Some(budget) => {
+            budgets
+                .patch(&object, &apply_params(), &Patch::Apply(&budget))
+                .await?;
+        }
+        None => delete_if_present(budgets, &object).await?,
+    }
+    tracing::debug!(config_hash = %hash, "policy server applied");
+    Ok(Action::requeue(CERTIFICATE_CHECK))
+}
+
+/// Creates the CA, or renews it when it is due, keeping the old one in the bundle.
+async fn ensure_authority(context: &Context, now: OffsetDateTime) -> Result<Authority, Error> {
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &context.namespace);
+    let existing = secrets.get_opt(ROOT_CA_SECRET).await?;
+    let current = existing.as_ref().and_then(authority_from_secret);
+    let wanted = certs::ensure_authority(current.as_ref(), now, &context.lifetimes)?;
+    if current.as_ref() == Some(&wanted) {
+        return Ok(wanted);
+    }
+    let data = BTreeMap::from([
+        (
+            CA_CERT_KEY.to_owned(),
+            ByteString(wanted.cert_pem.clone().into_bytes()),
+        ),
+        (
+            CA_KEY_KEY.to_owned(),
+            ByteString(wanted.key_pem.clone().into_bytes()),
+        ),
+        (
+            CA_BUNDLE_KEY.to_owned(),
+            ByteString(wanted.bundle_pem.clone().into_bytes()),
+        ),
+    ]);
+    match existing {
+        // Replace, not apply: the resourceVersion makes two controllers
+        // racing to create or renew the CA end with one of them retrying.
+        Some(mut secret) => {
+            secret.data = Some(data);
+            secrets
+                .replace(ROOT_CA_SECRET, &PostParams::default(), &secret)
+                .await?;
+            tracing::info!(
+                "policy-server CA renewed; the previous CA stays trusted until it expires"
+            );
+        }
+        None => {
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(ROOT_CA_SECRET.to_owned()),
+                    namespace: Some(context.namespace.clone()),
+                    ..ObjectMeta::default()
+                },
+                data: Some(data),
+                ..Secret::default()
+            };
+            secrets.create(&PostParams::default(), &secret).await?;
+            tracing::info!("policy-server CA created");
+        }
+    }
+    Ok(wanted)
+}
+
+const TLS_CERT: &str = "tls.crt";
+const TLS_KEY: &str = "tls.key";
+const ISSUER_KEY: &str = "ca.crt";
+
+async fn ensure_serving_certificate(
+    server: &PolicyServer,
+    context: &Context,
+    ca: &Authority,
+    now: OffsetDateTime,
+) -> Result<(), Error> {
+    let name = server.name_any();
+    let object = object_name(&name);
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &context.namespace);
+    let existing = secrets.get_opt(&object).await?;
+    let text = |key: &str| {
+        existing
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get(key))
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+    };
+    let current = match (text(TLS_CERT), text(TLS_KEY)) {
+        (Some(cert_pem), Some(key_pem)) => Some(Serving { cert_pem, key_pem }),
+        _ => None,
+    };
+    let host = context.endpoint.url_host(&name);
+    let names = certs::serving_names(&object, &context.namespace, host.as_deref());
+    let issuer = text(ISSUER_KEY);
+    if certs::serving_is_current(
+        current.as_ref(),
+        issuer.as_deref(),
+        ca,
+        &names,
+        now,
+        &context.lifetimes,
+    ) {
+        return Ok(());
+    }
+    let serving = certs::issue_serving(ca, &names, now, &context.lifetimes)?;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(object.clone()),
+            namespace: Some(context.namespace.clone()),
+            labels: Some(selector_labels(&name)),
+            owner_references: Some(vec![owner_reference(server)]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("kubernetes.io/tls".to_owned()),
+        data: Some(BTreeMap::from([
+            (
+                TLS_CERT.to_owned(),
+                ByteString(serving.cert_pem.into_bytes()),
+            ),
+            (TLS_KEY.to_owned(), ByteString(serving.key_pem.into_bytes())),
+            (
+                ISSUER_KEY.to_owned(),
+                ByteString(ca.cert_pem.clone().into_bytes()),
+            ),
+        ])),
+        ..Secret::default()
+    };
+    secrets
+        .patch(&object, &apply_params(), &Patch::Apply(&secret))
+        .await?;
+    tracing::info!(names = ?names, "serving certificate issued");
+    Ok(())
+}
+
+/// Removes the webhooks of every policy bound to the server, so that no
+/// webhook points at a Service that is about to disappear (with
+/// `failurePolicy: Fail` it would block every matching request).
+async fn cleanup(server: &PolicyServer, context: &Context) -> Result<Action, Error> {
+    let selector = format!("{POLICY_SERVER_LABEL}={}", server.name_any());
+    let list = ListParams::default().labels(&selector);
+    let validating = Api::<ValidatingWebhookConfiguration>::all(context.client.clone())
+        .delete_collection(&DeleteParams::default(), &list)
+        .await?
+        .left()
+        .map_or(0, |l| l.items.len());
+    let mutating = Api::<MutatingWebhookConfiguration>::all(context.client.clone())
+        .delete_collection(&DeleteParams::default(), &list)
+        .await?
+        .left()
+        .map_or(0, |l| l.items.len());
+    tracing::info!(
+        validating,
+        mutating,
+        "policy server deleted; webhooks of its policies removed"
+    );
+    Ok(Action::await_change())
+}
