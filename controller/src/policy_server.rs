@@ -127,7 +127,7 @@ pub fn config_hash(config_map: &ConfigMap) -> String {
         hasher.update(value.as_bytes());
         hasher.update([0]);
     }
-    hex::encode(&hasher.finalize()[..16])
+    hex::encode(hasher.finalize())
 }
 
 /// Hardened defaults; a PolicyServer's own security contexts replace them.

@@ -1,7 +1,9 @@
 //! End to end through a real API server: the controller turns a
-//! ClusterAdmissionPolicy into policy-server configuration and a webhook
-//! (out-of-cluster mode, URL on loopback), a policy-server runs from that
-//! ConfigMap, and the API server itself rejects a privileged Pod.
+//! PolicyServer into certificates, a ConfigMap, a Deployment, a Service and
+//! a PodDisruptionBudget, and policies of every kind into configuration and
+//! webhooks (out-of-cluster mode, URL on loopback) once the rollout is
+//! ready; a policy-server runs on loopback from that ConfigMap and
+//! certificate, and the API server itself calls it.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,30 +14,33 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::core::DynamicObject;
-use palisade_controller::crd::{ClusterAdmissionPolicy, PolicyStatusPhase};
+use palisade_controller::crd::{
+    AdmissionPolicy, ClusterAdmissionPolicy, ClusterAdmissionPolicyGroup, PolicyServer,
+    PolicyStatus, PolicyStatusPhase,
+};
+use palisade_controller::kinds::PolicyResource;
 use palisade_controller::policy::WebhookEndpoint;
-use palisade_controller::reconcile::{config_map_name, Context, POLICIES_KEY};
+use palisade_controller::reconcile::Context;
 use palisade_controller::settings::SettingsChecker;
 use palisade_host::fetch::FetcherOptions;
-use palisade_host::server::{LoadOptions, ServerOptions, TlsFiles};
-
-fn policy_dir() -> PathBuf {
-    std::env::var_os("PALISADE_POLICY_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("policies")))
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/policies"))
-}
+use palisade_host::server::TlsFiles;
+use serde_json::json;
 
 fn pod(name: &str, privileged: bool) -> Pod {
-    serde_json::from_value(serde_json::json!({
+    serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name},
         "spec": {"containers": [{"name": "app", "image": "nginx:1.27", "securityContext": {"privileged": privileged}}]}
@@ -43,79 +48,261 @@ fn pod(name: &str, privileged: bool) -> Pod {
     .unwrap()
 }
 
-async fn create(api: &Api<DynamicObject>, yaml: &str) {
+fn resource(kind: &str) -> kube::discovery::ApiResource {
+    kube::discovery::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+        "policies.kubewarden.io",
+        "v1",
+        kind,
+    ))
+}
+
+/// Applies a manifest as `kubectl apply` would send it (no Rust types involved).
+async fn apply_yaml(client: &kube::Client, yaml: &str) {
     let object: DynamicObject = serde_yaml::from_str(yaml).unwrap();
+    let kind = object.types.as_ref().unwrap().kind.clone();
+    let api: Api<DynamicObject> = match &object.metadata.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource(&kind)),
+        None => Api::all_with(client.clone(), &resource(&kind)),
+    };
     api.create(&PostParams::default(), &object).await.unwrap();
 }
 
+fn file_module(name: &str) -> String {
+    format!("file://{}", common::policy_path(name).display())
+}
+
+fn pods_rule() -> &'static str {
+    "  rules:\n  - apiGroups: [\"\"]\n    apiVersions: [v1]\n    resources: [pods]\n    operations: [CREATE, UPDATE]\n"
+}
+
+async fn phase_of<K: PolicyResource>(
+    api: &Api<K>,
+    name: &str,
+) -> Option<(PolicyStatusPhase, PolicyStatus)> {
+    let status = api.get(name).await.ok()?.status()?.clone();
+    Some((status.policy_status?, status))
+}
+
+async fn wait_for_phase<K: PolicyResource>(
+    api: &Api<K>,
+    name: &str,
+    phase: PolicyStatusPhase,
+) -> PolicyStatus {
+    common::eventually(90, &format!("{name} to be {phase:?}"), || async {
+        let (now, status) = phase_of(api, name).await?;
+        (now == phase).then_some(status)
+    })
+    .await
+}
+
+fn condition<'a>(status: &'a PolicyStatus, type_: &str) -> &'a Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status:?}"))
+}
+
+fn secret_text(secret: &Secret, key: &str) -> String {
+    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+}
+
+/// Waits until the loopback policy-server serves `id` (it answers 404 for
+/// an unknown id; the probe body is not a full review).
+async fn wait_served(http: &reqwest::Client, base: &str, id: &str) {
+    common::eventually(60, &format!("the policy-server to load {id}"), || async {
+        let response = http
+            .post(format!("{base}/validate/{id}"))
+            .json(&json!({}))
+            .send()
+            .await;
+        (response.ok()?.status() != 404).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_admission_policies_are_enforced_by_the_api_server() {
+async fn policy_servers_and_policies_are_reconciled_and_enforced_by_the_api_server() {
     let server = common::ApiServer::start().await;
     let client = server.client();
     common::install_crds(&client).await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": "kubewarden"}}))
-                .unwrap(),
+    for namespace in ["kubewarden", "team"] {
+        Api::<Namespace>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+
+    // A registry on loopback with the upstream-SDK waPC policy, as Kubewarden publishes them.
+    let registry = common::registry::Registry::start(Default::default());
+    let work = tempfile::tempdir().unwrap();
+    let pusher = palisade_host::fetch::Fetcher::new(FetcherOptions {
+        store_dir: work.path().join("push-store"),
+        sources: serde_yaml::from_str(&registry.sources_yaml()).unwrap(),
+        ..FetcherOptions::default()
+    })
+    .unwrap();
+    let wapc_reference = format!(
+        "{}/kubewarden/policies/pod-privileged:v0.2.5",
+        registry.host
+    );
+    pusher
+        .push(
+            &std::fs::read(common::policy_path("pod-privileged-wapc-wasip1")).unwrap(),
+            &wapc_reference,
         )
         .await
         .unwrap();
 
-    // The policy-server, on loopback, with a certificate for 127.0.0.1.
-    let work = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-    std::fs::write(work.path().join("tls.crt"), cert.cert.pem()).unwrap();
-    std::fs::write(
-        work.path().join("tls.key"),
-        cert.signing_key.serialize_pem(),
+    // The controller, in out-of-cluster mode: webhooks point at a loopback URL.
+    let port = common::free_port();
+    let base = format!("https://127.0.0.1:{port}");
+    let context = Arc::new(Context::new(
+        client.clone(),
+        "kubewarden".into(),
+        WebhookEndpoint::Url { base: base.clone() },
+        SettingsChecker::new(FetcherOptions {
+            store_dir: work.path().join("controller-store"),
+            ..FetcherOptions::default()
+        })
+        .unwrap(),
+    ));
+    let controller = tokio::spawn(palisade_controller::reconcile::run(
+        context.clone(),
+        std::future::pending(),
+    ));
+
+    apply_yaml(
+        &client,
+        &format!(
+            "apiVersion: policies.kubewarden.io/v1\nkind: PolicyServer\nmetadata: {{name: default}}\nspec:\n  image: ghcr.io/kubewarden/policy-server:v1.30.0\n  replicas: 1\n  minAvailable: 1\n  insecureSources: [\"{}\"]\n",
+            registry.host
+        ),
     )
-    .unwrap();
+    .await;
+
+    // The PolicyServer's objects.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kubewarden");
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "kubewarden");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kubewarden");
+    let services: Api<Service> = Api::namespaced(client.clone(), "kubewarden");
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "kubewarden");
+    let serving = common::eventually(30, "the serving certificate", || async {
+        secrets.get_opt("policy-server-default").await.ok()?
+    })
+    .await;
+    let root = secrets.get("policy-server-root-ca").await.unwrap();
+    let ca_bundle = secret_text(&root, "ca-bundle.crt");
+    assert!(ca_bundle.contains(&secret_text(&root, "ca.crt")));
+    assert_eq!(serving.type_.as_deref(), Some("kubernetes.io/tls"));
+    let deployment = common::eventually(30, "the Deployment", || async {
+        deployments.get_opt("policy-server-default").await.ok()?
+    })
+    .await;
+    let owner = &deployment.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("PolicyServer", "default")
+    );
+    let container = &deployment.spec.template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some("ghcr.io/kubewarden/policy-server:v1.30.0")
+    );
+    assert_eq!(
+        container
+            .security_context
+            .as_ref()
+            .unwrap()
+            .read_only_root_filesystem,
+        Some(true)
+    );
+    assert!(container.readiness_probe.is_some());
+    let service = services.get("policy-server-default").await.unwrap();
+    let ports = service.spec.unwrap().ports.unwrap();
+    assert_eq!(
+        (ports[0].port, ports[0].target_port.clone()),
+        (443, Some(IntOrString::Int(8443)))
+    );
+    let budget = budgets.get("policy-server-default").await.unwrap();
+    assert_eq!(
+        budget.spec.unwrap().min_available,
+        Some(IntOrString::Int(1))
+    );
+    let config = config_maps.get("policy-server-default").await.unwrap();
+    let sources_yml = config.data.as_ref().unwrap()["sources.yml"].clone();
+    assert!(sources_yml.contains(&registry.host), "{sources_yml}");
+
+    // What a pod of that Deployment would run: the policy-server with the
+    // controller's certificate, ConfigMap and sources, on loopback.
+    let pki = work.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    std::fs::write(pki.join("tls.crt"), secret_text(&serving, "tls.crt")).unwrap();
+    std::fs::write(pki.join("tls.key"), secret_text(&serving, "tls.key")).unwrap();
     let policies_file = work.path().join("policies.yml");
     std::fs::write(&policies_file, "{}").unwrap();
-    let policy_server = palisade_host::server::start(ServerOptions {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        readiness_addr: "127.0.0.1:0".parse().unwrap(),
-        workers: 2,
-        tls: Some(TlsFiles {
-            cert: work.path().join("tls.crt"),
-            key: work.path().join("tls.key"),
-            client_ca: None,
-        }),
-        policies_file: policies_file.clone(),
-        cache_dir: Some(work.path().join("compiled")),
-        fetch: FetcherOptions {
-            store_dir: work.path().join("modules"),
-            ..FetcherOptions::default()
-        },
-        load: LoadOptions {
-            default_timeout: Duration::from_secs(2),
-            memory_bytes: 64 << 20,
-            continue_on_errors: false,
-        },
-        always_accept_namespace: Some("kubewarden".into()),
-        max_body_bytes: 3 << 20,
-        watch_interval: Duration::from_millis(100),
-        shutdown_grace: Duration::from_secs(5),
-    })
-    .await
-    .unwrap();
-    let port = policy_server.addr.port();
+    let mut options = common::server::options(work.path(), policies_file.clone());
+    options.addr = format!("127.0.0.1:{port}").parse().unwrap();
+    options.tls = Some(TlsFiles {
+        cert: pki.join("tls.crt"),
+        key: pki.join("tls.key"),
+        client_ca: None,
+    });
+    options.fetch.sources = serde_yaml::from_str(&sources_yml).unwrap();
+    options.always_accept_namespace = Some("kubewarden".into());
+    let policy_server = palisade_host::server::start(options).await.unwrap();
+    let metrics_url = format!("http://{}/metrics", policy_server.readiness_addr);
 
-    // What the kubelet does for a real policy-server pod: project the ConfigMap into its file.
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "kubewarden");
+    // An existing Kubewarden manifest for a waPC policy, unchanged.
+    apply_yaml(
+        &client,
+        &format!(
+            r#"apiVersion: policies.kubewarden.io/v1
+kind: ClusterAdmissionPolicy
+metadata:
+  name: privileged-pods
+spec:
+  module: registry://{wapc_reference}
+  rules:
+  - apiGroups: [""]
+    apiVersions: ["v1"]
+    resources: ["pods"]
+    operations:
+    - CREATE
+    - UPDATE
+  mutating: false
+"#
+        ),
+    )
+    .await;
+    let caps: Api<ClusterAdmissionPolicy> = Api::all(client.clone());
+    // No pod is ready yet: the policy waits for the rollout, without a webhook.
+    let pending = wait_for_phase(&caps, "privileged-pods", PolicyStatusPhase::Pending).await;
+    let waiting = condition(&pending, "PolicyServerConfigurationUpToDate");
+    assert_eq!(waiting.status, "False");
+    let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    assert!(webhooks
+        .get_opt("clusterwide-privileged-pods")
+        .await
+        .unwrap()
+        .is_none());
+
+    // The kubelet's part: project the ConfigMap into the file, report pods Ready.
     let projector = {
         let config_maps = config_maps.clone();
         let file = policies_file.clone();
         tokio::spawn(async move {
             loop {
-                if let Ok(Some(cm)) = config_maps.get_opt(&config_map_name("default")).await {
-                    if let Some(text) = cm.data.and_then(|d| d.get(POLICIES_KEY).cloned()) {
+                if let Ok(Some(cm)) = config_maps.get_opt("policy-server-default").await {
+                    if let Some(text) = cm.data.and_then(|d| d.get("policies.yml").cloned()) {
                         if std::fs::read_to_string(&file).ok().as_deref() != Some(text.as_str()) {
                             let tmp = file.with_extension("tmp");
-                            std::fs::write(&tmp, &text).unwrap();
-                            std::fs::rename(&tmp, &file).unwrap();
+                            // The directory goes when the test ends.
+                            let _ = std::fs::write(&tmp, &text)
+                                .and_then(|()| std::fs::rename(&tmp, &file));
                         }
                     }
                 }
@@ -123,53 +310,21 @@ async fn cluster_admission_policies_are_enforced_by_the_api_server() {
             }
         })
     };
+    let kubelet = common::mark_pods_ready(
+        client.clone(),
+        "kubewarden",
+        "kubewarden.io/policy-server=default",
+    );
+    let active = wait_for_phase(&caps, "privileged-pods", PolicyStatusPhase::Active).await;
+    assert_eq!(condition(&active, "PolicyActive").status, "True");
+    assert_eq!(
+        condition(&active, "PolicyServerConfigurationUpToDate").status,
+        "True"
+    );
+    assert_eq!(condition(&active, "PolicyUniquelyReachable").status, "True");
+    let ready = deployments.get("policy-server-default").await.unwrap();
+    assert_eq!(ready.status.unwrap().ready_replicas, Some(1));
 
-    let context = Arc::new(Context {
-        client: client.clone(),
-        namespace: "kubewarden".into(),
-        endpoint: WebhookEndpoint::Url {
-            base: format!("https://127.0.0.1:{port}"),
-        },
-        ca_bundle: cert.cert.pem().into_bytes(),
-        checker: SettingsChecker::new(FetcherOptions {
-            store_dir: work.path().join("controller-store"),
-            ..FetcherOptions::default()
-        })
-        .unwrap(),
-    });
-    let controller = tokio::spawn(palisade_controller::reconcile::run(context));
-
-    let resource = |kind: &str| {
-        kube::discovery::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-            "policies.kubewarden.io",
-            "v1",
-            kind,
-        ))
-    };
-    create(
-        &Api::all_with(client.clone(), &resource("PolicyServer")),
-        "apiVersion: policies.kubewarden.io/v1\nkind: PolicyServer\nmetadata: {name: default}\nspec: {image: policy-server, replicas: 1}\n",
-    )
-    .await;
-    let caps_dynamic: Api<DynamicObject> =
-        Api::all_with(client.clone(), &resource("ClusterAdmissionPolicy"));
-    let module = policy_dir().join("pod-privileged.wasm");
-    create(
-        &caps_dynamic,
-        &format!(
-            "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: privileged-pods}}\nspec:\n  module: file://{}\n  rules:\n  - apiGroups: [\"\"]\n    apiVersions: [v1]\n    resources: [pods]\n    operations: [CREATE, UPDATE]\n",
-            module.display()
-        ),
-    )
-    .await;
-
-    let caps: Api<ClusterAdmissionPolicy> = Api::all(client.clone());
-    common::eventually(60, "privileged-pods to become active", || async {
-        let policy = caps.get("privileged-pods").await.ok()?;
-        (policy.status?.policy_status? == PolicyStatusPhase::Active).then_some(())
-    })
-    .await;
-    let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     let webhook = webhooks.get("clusterwide-privileged-pods").await.unwrap();
     let hook = &webhook.webhooks.unwrap()[0];
     assert_eq!(
@@ -178,7 +333,11 @@ async fn cluster_admission_policies_are_enforced_by_the_api_server() {
     );
     assert_eq!(
         hook.client_config.url.as_deref(),
-        Some(format!("https://127.0.0.1:{port}/validate/clusterwide-privileged-pods").as_str())
+        Some(format!("{base}/validate/clusterwide-privileged-pods").as_str())
+    );
+    assert_eq!(
+        hook.client_config.ca_bundle.as_ref().unwrap().0,
+        ca_bundle.as_bytes()
     );
     assert_eq!(hook.admission_review_versions, ["v1"]);
     let excluded = &hook
@@ -189,28 +348,13 @@ async fn cluster_admission_policies_are_enforced_by_the_api_server() {
         .as_ref()
         .unwrap()[0];
     assert_eq!(
-        excluded.values.as_deref(),
-        Some(&["kubewarden".to_owned()][..])
+        (excluded.operator.as_str(), excluded.values.as_deref()),
+        ("NotIn", Some(&["kubewarden".to_owned()][..]))
     );
 
-    // Wait until the policy-server serves the policy from the projected ConfigMap.
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
-        .build()
-        .unwrap();
-    common::eventually(30, "the policy-server to load the policy", || async {
-        let body = serde_json::json!({});
-        let response = http
-            .post(format!(
-                "https://127.0.0.1:{port}/validate/clusterwide-privileged-pods"
-            ))
-            .json(&body)
-            .send()
-            .await;
-        // 404 until the policy is loaded; the probe body itself is not a full review.
-        (response.ok()?.status() != 404).then_some(())
-    })
-    .await;
+    // The certificate the controller issued is trusted through the CA bundle.
+    let http = common::server::client(&ca_bundle);
+    wait_served(&http, &base, "clusterwide-privileged-pods").await;
 
     // The API server calls the webhook.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -218,41 +362,149 @@ async fn cluster_admission_policies_are_enforced_by_the_api_server() {
         .create(&PostParams::default(), &pod("privileged", true))
         .await
     {
-        Err(kube::Error::Api(status)) => {
-            assert!(
-                status
-                    .message
-                    .contains("privileged containers are not allowed: app"),
-                "{}",
-                status.message
-            )
-        }
+        Err(kube::Error::Api(status)) => assert!(
+            status
+                .message
+                .contains("privileged containers are not allowed: app"),
+            "{}",
+            status.message
+        ),
         other => panic!("the privileged pod must be rejected by the API server: {other:?}"),
     }
     pods.create(&PostParams::default(), &pod("unprivileged", false))
         .await
         .unwrap();
 
-    // Invalid settings: the policy stays pending with the policy's own message, and no webhook.
-    let labels = policy_dir().join("required-labels.wasm");
-    create(
-        &caps_dynamic,
+    // A mutating policy, a monitor-mode policy, a namespaced policy and a group.
+    apply_yaml(
+        &client,
         &format!(
-            "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: bad-labels}}\nspec:\n  module: file://{}\n  settings: {{labels: []}}\n  rules:\n  - apiGroups: [\"\"]\n    apiVersions: [v1]\n    resources: [pods]\n    operations: [CREATE]\n",
-            labels.display()
+            "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: security-context}}\nspec:\n  module: {}\n  mutating: true\n{}",
+            file_module("default-security-context"),
+            pods_rule()
         ),
     )
     .await;
-    let condition = common::eventually(60, "bad-labels to be pending", || async {
-        let status = caps.get("bad-labels").await.ok()?.status?;
-        (status.policy_status? == PolicyStatusPhase::Pending).then(|| status.conditions[0].clone())
-    })
+    apply_yaml(
+        &client,
+        &format!(
+            "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: team-label}}\nspec:\n  module: {}\n  mode: monitor\n  settings: {{labels: [team]}}\n{}",
+            file_module("required-labels"),
+            pods_rule()
+        ),
+    )
     .await;
-    assert_eq!(condition.reason, "InvalidSettings");
+    apply_yaml(
+        &client,
+        &format!(
+            "apiVersion: policies.kubewarden.io/v1\nkind: AdmissionPolicy\nmetadata: {{name: privileged, namespace: team}}\nspec:\n  module: {}\n{}",
+            file_module("pod-privileged"),
+            pods_rule()
+        ),
+    )
+    .await;
+    apply_yaml(
+        &client,
+        &format!(
+            "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicyGroup\nmetadata: {{name: deployments}}\nspec:\n  expression: \"privileged() && labelled()\"\n  message: deployments must be unprivileged and labelled\n  rules:\n  - apiGroups: [apps]\n    apiVersions: [v1]\n    resources: [deployments]\n    operations: [CREATE]\n  policies:\n    privileged: {{module: \"{}\"}}\n    labelled: {{module: \"{}\", settings: {{labels: [app]}}}}\n",
+            file_module("pod-privileged"),
+            file_module("required-labels"),
+        ),
+    )
+    .await;
+    wait_for_phase(&caps, "security-context", PolicyStatusPhase::Active).await;
+    wait_for_phase(&caps, "team-label", PolicyStatusPhase::Active).await;
+    let aps: Api<AdmissionPolicy> = Api::namespaced(client.clone(), "team");
+    wait_for_phase(&aps, "privileged", PolicyStatusPhase::Active).await;
+    let groups: Api<ClusterAdmissionPolicyGroup> = Api::all(client.clone());
+    wait_for_phase(&groups, "deployments", PolicyStatusPhase::Active).await;
+    for id in [
+        "clusterwide-security-context",
+        "clusterwide-team-label",
+        "namespaced-team-privileged",
+        "clusterwide-group-deployments",
+    ] {
+        wait_served(&http, &base, id).await;
+    }
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    assert!(mutating
+        .get_opt("clusterwide-security-context")
+        .await
+        .unwrap()
+        .is_some());
+    let team_hook = webhooks.get("namespaced-team-privileged").await.unwrap();
+    let selector = team_hook.webhooks.unwrap()[0]
+        .namespace_selector
+        .clone()
+        .unwrap();
+    let only_team = &selector.match_expressions.unwrap()[0];
+    assert_eq!(
+        (only_team.operator.as_str(), only_team.values.as_deref()),
+        ("In", Some(&["team".to_owned()][..]))
+    );
+    assert!(webhooks
+        .get_opt("clusterwide-group-deployments")
+        .await
+        .unwrap()
+        .is_some());
+
+    // The mutation is on the stored object; the monitor policy admitted the
+    // unlabelled pod and counted it.
+    let stored = pods
+        .create(&PostParams::default(), &pod("mutated", false))
+        .await
+        .unwrap();
+    let stored = pods.get(&stored.metadata.name.unwrap()).await.unwrap();
+    let spec = stored.spec.unwrap();
+    assert_eq!(
+        spec.security_context.and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    assert_eq!(
+        spec.containers[0]
+            .security_context
+            .as_ref()
+            .and_then(|s| s.allow_privilege_escalation),
+        Some(false)
+    );
+    let metrics = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let monitored = metrics
+        .lines()
+        .filter(|l| l.starts_with("palisade_policy_evaluations_total"))
+        .filter(|l| {
+            l.contains("policy_name=\"clusterwide-team-label\"")
+                && l.contains("policy_mode=\"monitor\"")
+                && l.contains("accepted=\"false\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
     assert!(
-        condition.message.contains("at least one required label"),
+        monitored >= 1.0,
+        "monitor-mode rejections not counted:\n{metrics}"
+    );
+
+    // Invalid settings: pending with the policy's own message, and no webhook.
+    apply_yaml(
+        &client,
+        &format!(
+            "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: bad-labels}}\nspec:\n  module: {}\n  settings: {{labels: []}}\n{}",
+            file_module("required-labels"),
+            pods_rule()
+        ),
+    )
+    .await;
+    let pending = wait_for_phase(&caps, "bad-labels", PolicyStatusPhase::Pending).await;
+    let why = condition(&pending, "PolicyActive");
+    assert_eq!(why.reason, "InvalidSettings");
+    assert!(
+        why.message.contains("at least one required label"),
         "{}",
-        condition.message
+        why.message
     );
     assert!(webhooks
         .get_opt("clusterwide-bad-labels")
@@ -261,24 +513,40 @@ async fn cluster_admission_policies_are_enforced_by_the_api_server() {
         .is_none());
 
     // A module that cannot be fetched: pending, saying why.
-    create(
-        &caps_dynamic,
-        "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {name: missing-module}\nspec:\n  module: file:///nonexistent/policy.wasm\n  rules: []\n",
+    apply_yaml(
+        &client,
+        &format!(
+            "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: missing-module}}\nspec:\n  module: registry://{}/kubewarden/policies/missing:v1\n  rules: []\n",
+            registry.host
+        ),
     )
     .await;
-    let condition = common::eventually(60, "missing-module to be pending", || async {
-        let status = caps.get("missing-module").await.ok()?.status?;
-        (status.policy_status? == PolicyStatusPhase::Pending).then(|| status.conditions[0].clone())
+    let pending = wait_for_phase(&caps, "missing-module", PolicyStatusPhase::Pending).await;
+    let why = condition(&pending, "PolicyActive");
+    assert_eq!(why.reason, "ModuleUnavailable");
+    assert!(why.message.contains("missing"), "{}", why.message);
+
+    // Drift on a webhook configuration is reverted.
+    webhooks
+        .patch(
+            "clusterwide-privileged-pods",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::<()>::Json(
+                serde_json::from_value(
+                    json!([{"op": "replace", "path": "/webhooks/0/timeoutSeconds", "value": 29}]),
+                )
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    common::eventually(60, "the drift to be reverted", || async {
+        let hook = webhooks.get("clusterwide-privileged-pods").await.ok()?;
+        (hook.webhooks?[0].timeout_seconds == Some(10)).then_some(())
     })
     .await;
-    assert_eq!(condition.reason, "ModuleUnavailable");
-    assert!(
-        condition.message.contains("file not found"),
-        "{}",
-        condition.message
-    );
 
-    // Deleting the policy removes its webhook; the privileged pod is then admitted.
+    // Deleting a policy removes its webhook; the privileged pod is then admitted.
     caps.delete("privileged-pods", &DeleteParams::default())
         .await
         .unwrap();
@@ -295,8 +563,45 @@ async fn cluster_admission_policies_are_enforced_by_the_api_server() {
         .await
         .unwrap();
 
+    // Deleting the PolicyServer leaves no webhook behind; its policies are
+    // `scheduled` again and its objects are garbage collected.
+    Api::<PolicyServer>::all(client.clone())
+        .delete("default", &DeleteParams::default())
+        .await
+        .unwrap();
+    let labelled = kube::api::ListParams::default().labels("kubewarden.io/policy-server=default");
+    common::eventually(
+        60,
+        "every webhook of the policy server to be removed",
+        || async {
+            let validating = webhooks.list(&labelled).await.ok()?.items.len();
+            let mutating = mutating.list(&labelled).await.ok()?.items.len();
+            (validating + mutating == 0).then_some(())
+        },
+    )
+    .await;
+    wait_for_phase(&caps, "security-context", PolicyStatusPhase::Scheduled).await;
+    common::eventually(60, "the Deployment to be garbage collected", || async {
+        deployments
+            .get_opt("policy-server-default")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    let reconciled = context.metrics.encode();
+    assert!(
+        reconciled.contains(
+            "palisade_controller_reconciliations_total{kind=\"PolicyServer\",result=\"ok\"}"
+        ),
+        "{reconciled}"
+    );
+
     controller.abort();
     projector.abort();
+    kubelet.abort();
     policy_server.shutdown().await;
 }
 
@@ -349,16 +654,9 @@ async fn invalid_settings_are_refused_at_apply_time_with_the_policys_message() {
     .await
     .unwrap();
 
-    let resource = |kind: &str| {
-        kube::discovery::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-            "policies.kubewarden.io",
-            "v1",
-            kind,
-        ))
-    };
     let caps: Api<DynamicObject> =
         Api::all_with(client.clone(), &resource("ClusterAdmissionPolicy"));
-    let labels = policy_dir().join("required-labels.wasm");
+    let labels = common::policy_path("required-labels");
     let cap = |name: &str, settings: &str| {
         format!(
             "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: {name}}}\nspec:\n  module: file://{}\n  settings: {settings}\n",

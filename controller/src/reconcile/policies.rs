@@ -26,7 +26,9 @@ use serde_json::json;
 use super::{delete_if_present, drain, Context, Error, FINALIZER, MANAGER, RETRY};
 use crate::crd::{PolicyServer, PolicyStatusPhase};
 use crate::kinds::PolicyResource;
-use crate::policy::{webhook_configuration, WebhookConfiguration, POLICY_SERVER_LABEL};
+use crate::policy::{
+    webhook_configuration, WebhookConfiguration, POLICY_LABEL, POLICY_SERVER_LABEL,
+};
 use crate::policy_server::{config_hash, object_name, POLICIES_KEY, ROOT_CA_SECRET};
 use crate::rollout::{rollout, Rollout};
 use crate::settings::CheckError;
@@ -44,6 +46,14 @@ fn bound_to<K: PolicyResource>(store: &Store<K>, server: &str) -> Vec<ObjectRef<
         .collect()
 }
 
+/// The policy a webhook configuration belongs to, from its label.
+fn with_id<K: PolicyResource>(store: &Store<K>, config: &impl Resource) -> Option<ObjectRef<K>> {
+    let id = config.meta().labels.as_ref()?.get(POLICY_LABEL)?;
+    store
+        .find(|policy| &policy.id() == id)
+        .map(|policy| ObjectRef::from_obj(policy.as_ref()))
+}
+
 /// Runs the reconciler of one policy kind until `shutdown`.
 pub async fn run<K: PolicyResource>(
     context: Arc<Context>,
@@ -54,7 +64,9 @@ pub async fn run<K: PolicyResource>(
     let store = controller.store();
     let by_server = store.clone();
     let by_deployment = store.clone();
-    let everything = store;
+    let everything = store.clone();
+    let by_validating = store.clone();
+    let by_mutating = store;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &context.namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &context.namespace);
     let stream = controller
@@ -88,6 +100,17 @@ pub async fn run<K: PolicyResource>(
                     .map(|p| ObjectRef::from_obj(p.as_ref()))
                     .collect::<Vec<_>>()
             },
+        )
+        // Drift on a webhook configuration, or its deletion, is reverted at once.
+        .watches(
+            Api::<ValidatingWebhookConfiguration>::all(context.client.clone()),
+            watcher::Config::default().labels(POLICY_LABEL),
+            move |config: ValidatingWebhookConfiguration| with_id(&by_validating, &config),
+        )
+        .watches(
+            Api::<MutatingWebhookConfiguration>::all(context.client.clone()),
+            watcher::Config::default().labels(POLICY_LABEL),
+            move |config: MutatingWebhookConfiguration| with_id(&by_mutating, &config),
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile::<K>, error_policy::<K>, context);

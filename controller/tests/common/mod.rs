@@ -1,8 +1,15 @@
-//! A real Kubernetes API server (etcd + kube-apiserver) on loopback, built
-//! by `scripts/ensure-kube.sh` (`make test` runs it). The API server only
-//! ever dials 127.0.0.1: etcd there, and webhooks by URL in later tests.
+//! A real Kubernetes API server (etcd + kube-apiserver +
+//! kube-controller-manager) on loopback, built by `scripts/ensure-kube.sh`
+//! (`make test` runs it). The API server only ever dials 127.0.0.1: etcd
+//! there, and webhooks by URL. There is no kubelet: tests mark pods Ready by
+//! patching their status.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../../host/tests/common/registry.rs"]
+pub mod registry;
+#[path = "../../../host/tests/common/server.rs"]
+pub mod server;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -12,6 +19,7 @@ use std::time::{Duration, Instant};
 pub struct ApiServer {
     etcd: Child,
     apiserver: Child,
+    controller_manager: Option<Child>,
     pub url: String,
     pub token: String,
     pub ca_pem: String,
@@ -20,6 +28,10 @@ pub struct ApiServer {
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
+        if let Some(child) = &mut self.controller_manager {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         for child in [&mut self.apiserver, &mut self.etcd] {
             let _ = child.kill();
             let _ = child.wait();
@@ -45,7 +57,28 @@ fn bin(name: &str) -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
+/// A sample policy built by `make policies`.
+pub fn policy_path(name: &str) -> PathBuf {
+    let dir = std::env::var_os("PALISADE_POLICY_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("policies")))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/policies"));
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `make policies`",
+        path.display()
+    );
+    path
+}
+
+pub fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/admission")
+        .join(name)
+}
+
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -56,7 +89,7 @@ fn free_port() -> u16 {
 impl ApiServer {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
+        let d = dir.path().to_path_buf();
         let (client_port, peer_port, api_port) = (free_port(), free_port(), free_port());
         let etcd = Command::new(bin("etcd"))
             .args([
@@ -116,16 +149,52 @@ impl ApiServer {
             .stderr(log)
             .spawn()
             .unwrap();
-        let server = Self {
+        let mut server = Self {
             etcd,
             apiserver,
+            controller_manager: None,
             url: format!("https://127.0.0.1:{api_port}"),
             token,
             ca_pem: serving.cert.pem(),
             _dir: dir,
         };
         server.wait_ready().await;
+        let kubeconfig = d.join("kubeconfig");
+        std::fs::write(d.join("ca.crt"), &server.ca_pem).unwrap();
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: '{}', certificate-authority: '{}'}}\nusers:\n- name: admin\n  user: {{token: {}}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: admin}}\ncurrent-context: test\n",
+                server.url,
+                d.join("ca.crt").display(),
+                server.token
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(d.join("controller-manager.log")).unwrap();
+        // Deployments become ReplicaSets and Pods; deleted owners take their
+        // dependents with them. No other controller runs.
+        server.controller_manager = Some(
+            Command::new(bin("kube-controller-manager"))
+                .args([
+                    &format!("--kubeconfig={}", kubeconfig.display()),
+                    "--controllers=deployment-controller,replicaset-controller,garbage-collector-controller",
+                    "--leader-elect=false",
+                    "--secure-port=0",
+                    "--concurrent-deployment-syncs=2",
+                    "--concurrent-replicaset-syncs=2",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
         server
+    }
+
+    /// The controller-manager's log, for failure messages.
+    pub fn controller_manager_log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("controller-manager.log")).unwrap_or_default()
     }
 
     async fn wait_ready(&self) {
@@ -208,4 +277,46 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// What the kubelet would do for pods that match `selector` in `namespace`:
+/// report them Running and Ready. Runs until aborted.
+pub fn mark_pods_ready(
+    client: kube::Client,
+    namespace: &str,
+    selector: &str,
+) -> tokio::task::JoinHandle<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams, Patch, PatchParams};
+    let pods: Api<Pod> = Api::namespaced(client, namespace);
+    let list = ListParams::default().labels(selector);
+    tokio::spawn(async move {
+        loop {
+            for pod in pods.list(&list).await.map(|l| l.items).unwrap_or_default() {
+                let ready = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                if ready || pod.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                let now = k8s_openapi::jiff::Timestamp::now().to_string();
+                let status = serde_json::json!({"status": {
+                    "phase": "Running",
+                    "conditions": [
+                        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                        {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                        {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                        {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                    ],
+                }});
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let _ = pods
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
 }

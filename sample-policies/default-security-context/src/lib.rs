@@ -2,7 +2,9 @@
 //!
 //! - `spec.securityContext.runAsNonRoot: true` when unset;
 //! - `allowPrivilegeEscalation: false` on every container and init container
-//!   whose security context leaves it unset.
+//!   whose security context leaves it unset, except privileged containers
+//!   and those adding `CAP_SYS_ADMIN`: they escalate by definition, and the
+//!   API server refuses the combination.
 //!
 //! Values the pod sets, even unsafe ones, are left alone (rejecting them is
 //! the job of validating policies), so a compliant pod is returned unchanged
@@ -47,11 +49,32 @@ fn apply_defaults(pod: &mut Value) -> bool {
             continue;
         };
         for container in containers.iter_mut().filter_map(Value::as_object_mut) {
+            if escalates_by_definition(container) {
+                continue;
+            }
             let context = object_field(container, "securityContext");
             changed |= set_bool_if_unset(context, "allowPrivilegeEscalation", false);
         }
     }
     changed
+}
+
+/// Privileged, or adding `SYS_ADMIN`: `allowPrivilegeEscalation: false`
+/// would make the pod invalid.
+fn escalates_by_definition(container: &Map<String, Value>) -> bool {
+    let Some(context) = container.get("securityContext") else {
+        return false;
+    };
+    let privileged = context.get("privileged") == Some(&Value::Bool(true));
+    let sys_admin = context
+        .pointer("/capabilities/add")
+        .and_then(Value::as_array)
+        .is_some_and(|added| {
+            added
+                .iter()
+                .any(|c| matches!(c.as_str(), Some("SYS_ADMIN" | "CAP_SYS_ADMIN")))
+        });
+    privileged || sys_admin
 }
 
 fn set_if_unset(object: Option<&mut Map<String, Value>>, key: &str) -> bool {
@@ -125,18 +148,16 @@ mod tests {
 
     #[test]
     fn init_containers_get_the_default_too_and_others_are_untouched() {
+        let pod =
+            json!({"spec": {"containers": [{"name": "a"}], "initContainers": [{"name": "i"}]}});
         let r = validate::<DefaultSecurityContext>(
-            &fixture("pod-create-privileged-init-container.json"),
+            &RequestBuilder::new("", "v1", "Pod").object(pod).build(),
             json!({}),
         );
         let pod: Value = r.mutated_object().unwrap().unwrap();
         assert_eq!(
             pod["spec"]["initContainers"][0]["securityContext"]["allowPrivilegeEscalation"],
             false
-        );
-        assert_eq!(
-            pod["spec"]["initContainers"][0]["securityContext"]["privileged"],
-            true
         );
         assert!(
             validate::<DefaultSecurityContext>(&fixture("deployment-create.json"), json!({}))
@@ -146,5 +167,26 @@ mod tests {
             !validate::<DefaultSecurityContext>(&fixture("pod-delete.json"), json!({}))
                 .is_mutation()
         );
+    }
+
+    #[test]
+    fn privileged_containers_are_not_given_a_combination_the_api_server_refuses() {
+        let r = validate::<DefaultSecurityContext>(
+            &fixture("pod-create-privileged-init-container.json"),
+            json!({}),
+        );
+        let pod: Value = r.mutated_object().unwrap().unwrap();
+        let init = &pod["spec"]["initContainers"][0]["securityContext"];
+        assert_eq!(init["privileged"], true);
+        assert!(init.get("allowPrivilegeEscalation").is_none(), "{init}");
+        let sys_admin = json!({"spec": {"securityContext": {"runAsNonRoot": true}, "containers": [
+            {"name": "a", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}]}});
+        let r = validate::<DefaultSecurityContext>(
+            &RequestBuilder::new("", "v1", "Pod")
+                .object(sys_admin)
+                .build(),
+            json!({}),
+        );
+        assert!(r.is_accepted() && !r.is_mutation());
     }
 }
