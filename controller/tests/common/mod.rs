@@ -192,6 +192,11 @@ impl ApiServer {
         server
     }
 
+    /// A kubeconfig for the admin token, as a user of the cluster would have.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self._dir.path().join("kubeconfig")
+    }
+
     /// The controller-manager's log, for failure messages.
     pub fn controller_manager_log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("controller-manager.log")).unwrap_or_default()
