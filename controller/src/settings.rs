@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use palisade_host::fetch::{Fetcher, FetcherOptions, Sources};
 use palisade_host::{CompileCache, EngineConfig, Grants, PolicyConfig, PolicyEngine, PolicyLoader};
@@ -45,8 +46,16 @@ pub struct SettingsChecker {
     /// One fetcher per distinct `sources.yml` (PolicyServers may differ), all
     /// sharing the module store.
     by_sources: Arc<Mutex<HashMap<String, Fetcher>>>,
+    /// Checks that passed recently: a reconciler runs often (every
+    /// Deployment status change wakes the bound policies) and must not hit
+    /// the registry and the module each time.
+    passed: Arc<Mutex<HashMap<String, Instant>>>,
     loader: PolicyLoader,
 }
+
+/// How long a passed check is trusted by [`SettingsChecker::check_with`]: a
+/// tag moved to a module that refuses the settings is noticed within this.
+const PASSED_TTL: Duration = Duration::from_secs(300);
 
 impl SettingsChecker {
     /// Keeps fetched modules in `store_dir` and their compiled code next to it.
@@ -60,6 +69,7 @@ impl SettingsChecker {
             options: fetch,
             fetcher,
             by_sources: Arc::default(),
+            passed: Arc::default(),
             loader: PolicyLoader::with_cache(engine, cache),
         })
     }
@@ -85,6 +95,16 @@ impl SettingsChecker {
         sources: &Sources,
     ) -> Result<(), CheckError> {
         let key = format!("{sources:?}");
+        let check_key = format!("{key}\n{module}\n{settings}");
+        let now = Instant::now();
+        if let Ok(passed) = self.passed.lock() {
+            if passed
+                .get(&check_key)
+                .is_some_and(|at| now.duration_since(*at) < PASSED_TTL)
+            {
+                return Ok(());
+            }
+        }
         let fetcher = {
             let mut fetchers = self
                 .by_sources
@@ -103,7 +123,12 @@ impl SettingsChecker {
                 }
             }
         };
-        self.check_on(&fetcher, id, module, settings).await
+        self.check_on(&fetcher, id, module, settings).await?;
+        if let Ok(mut passed) = self.passed.lock() {
+            passed.retain(|_, at| now.duration_since(*at) < PASSED_TTL);
+            passed.insert(check_key, now);
+        }
+        Ok(())
     }
 
     async fn check_on(
