@@ -175,6 +175,46 @@ fn own_namespace_selector(resource: &impl kube::Resource) -> LabelSelector {
     }
 }
 
+/// The trait methods that read the same fields in both single-policy kinds.
+macro_rules! single_policy_fields {
+    () => {
+        fn webhook(&self) -> &WebhookFields {
+            &self.spec.webhook
+        }
+        fn mutating(&self) -> bool {
+            self.spec.mutating
+        }
+        fn modules(&self) -> Vec<Module<'_>> {
+            vec![Module {
+                member: None,
+                module: &self.spec.module,
+                settings: &self.spec.settings,
+            }]
+        }
+        fn status(&self) -> Option<&PolicyStatus> {
+            self.status.as_ref()
+        }
+    };
+}
+
+/// The same for both group kinds; a group never mutates.
+macro_rules! group_policy_fields {
+    () => {
+        fn webhook(&self) -> &WebhookFields {
+            &self.spec.webhook
+        }
+        fn mutating(&self) -> bool {
+            false
+        }
+        fn modules(&self) -> Vec<Module<'_>> {
+            group_modules(&self.spec.policies)
+        }
+        fn status(&self) -> Option<&PolicyStatus> {
+            self.status.as_ref()
+        }
+    };
+}
+
 const ALL_CAPABILITIES: &[&str] = &["*"];
 
 fn all_capabilities() -> Vec<String> {
@@ -188,22 +228,7 @@ impl PolicyResource for ClusterAdmissionPolicy {
     fn id(&self) -> String {
         format!("clusterwide-{}", self.name_any())
     }
-    fn webhook(&self) -> &WebhookFields {
-        &self.spec.webhook
-    }
-    fn mutating(&self) -> bool {
-        self.spec.mutating
-    }
-    fn modules(&self) -> Vec<Module<'_>> {
-        vec![Module {
-            member: None,
-            module: &self.spec.module,
-            settings: &self.spec.settings,
-        }]
-    }
-    fn status(&self) -> Option<&PolicyStatus> {
-        self.status.as_ref()
-    }
+    single_policy_fields!();
     fn entry(&self, _: &[String]) -> Value {
         let single = Single {
             module: &self.spec.module,
@@ -231,22 +256,7 @@ impl PolicyResource for AdmissionPolicy {
             self.name_any()
         )
     }
-    fn webhook(&self) -> &WebhookFields {
-        &self.spec.webhook
-    }
-    fn mutating(&self) -> bool {
-        self.spec.mutating
-    }
-    fn modules(&self) -> Vec<Module<'_>> {
-        vec![Module {
-            member: None,
-            module: &self.spec.module,
-            settings: &self.spec.settings,
-        }]
-    }
-    fn status(&self) -> Option<&PolicyStatus> {
-        self.status.as_ref()
-    }
+    single_policy_fields!();
     fn entry(&self, namespaced_capabilities: &[String]) -> Value {
         let single = Single {
             module: &self.spec.module,
@@ -270,18 +280,7 @@ impl PolicyResource for ClusterAdmissionPolicyGroup {
     fn id(&self) -> String {
         format!("clusterwide-group-{}", self.name_any())
     }
-    fn webhook(&self) -> &WebhookFields {
-        &self.spec.webhook
-    }
-    fn mutating(&self) -> bool {
-        false
-    }
-    fn modules(&self) -> Vec<Module<'_>> {
-        group_modules(&self.spec.policies)
-    }
-    fn status(&self) -> Option<&PolicyStatus> {
-        self.status.as_ref()
-    }
+    group_policy_fields!();
     fn entry(&self, _: &[String]) -> Value {
         group_entry(
             self,
@@ -308,18 +307,7 @@ impl PolicyResource for AdmissionPolicyGroup {
             self.name_any()
         )
     }
-    fn webhook(&self) -> &WebhookFields {
-        &self.spec.webhook
-    }
-    fn mutating(&self) -> bool {
-        false
-    }
-    fn modules(&self) -> Vec<Module<'_>> {
-        group_modules(&self.spec.policies)
-    }
-    fn status(&self) -> Option<&PolicyStatus> {
-        self.status.as_ref()
-    }
+    group_policy_fields!();
     fn entry(&self, namespaced_capabilities: &[String]) -> Value {
         group_entry(
             self,

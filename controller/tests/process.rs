@@ -111,7 +111,7 @@ async fn one_leader_reconciles_and_a_terminated_leader_hands_over() {
         .await
         .unwrap();
     let store = tempfile::tempdir().unwrap();
-    let mut replicas = vec![
+    let mut replicas = [
         start_replica(&server, "replica-a", store.path()),
         start_replica(&server, "replica-b", store.path()),
     ];

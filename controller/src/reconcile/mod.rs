@@ -110,6 +110,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// The reconciler's own error out of the finalizer's wrapper.
+    fn from_finalizer(error: kube::runtime::finalizer::Error<Error>) -> Self {
+        match error {
+            kube::runtime::finalizer::Error::ApplyFailed(e)
+            | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+            other => Self::Finalizer(other.to_string()),
+        }
+    }
+
     /// A low-cardinality label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -119,6 +128,18 @@ impl Error {
             Self::Certificate(_) => "certificate",
         }
     }
+}
+
+/// Counts a reconciliation in the metrics and passes its result on.
+fn counted(
+    context: &Context,
+    kind: &'static str,
+    started: std::time::Instant,
+    result: Result<Action, Error>,
+) -> Result<Action, Error> {
+    let outcome = result.as_ref().map_or_else(Error::kind, |_| "ok");
+    context.metrics.reconciled(kind, outcome, started.elapsed());
+    result
 }
 
 async fn delete_if_present<K>(api: Api<K>, name: &str) -> Result<(), Error>

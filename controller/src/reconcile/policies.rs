@@ -23,7 +23,7 @@ use kube::{Resource, ResourceExt};
 use palisade_host::fetch::Sources;
 use serde_json::json;
 
-use super::{delete_if_present, drain, Context, Error, FINALIZER, MANAGER, RETRY};
+use super::{counted, delete_if_present, drain, Context, Error, FINALIZER, MANAGER, RETRY};
 use crate::crd::{PolicyServer, PolicyStatusPhase};
 use crate::kinds::PolicyResource;
 use crate::policy::{
@@ -147,16 +147,8 @@ pub async fn reconcile<K: PolicyResource>(
         }
     })
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    });
-    let outcome = result.as_ref().map_or_else(Error::kind, |_| "ok");
-    context
-        .metrics
-        .reconciled(kind::<K>(), outcome, started.elapsed());
-    result
+    .map_err(Error::from_finalizer);
+    counted(&context, kind::<K>(), started, result)
 }
 
 /// A condition on the policy, without its transition time.

@@ -24,8 +24,8 @@ use kube::ResourceExt;
 use time::OffsetDateTime;
 
 use super::{
-    authority_from_secret, delete_if_present, drain, Context, Error, CA_BUNDLE_KEY, CA_CERT_KEY,
-    CA_KEY_KEY, FINALIZER, MANAGER, RETRY,
+    authority_from_secret, counted, delete_if_present, drain, Context, Error, CA_BUNDLE_KEY,
+    CA_CERT_KEY, CA_KEY_KEY, FINALIZER, MANAGER, RETRY,
 };
 use crate::certs::{self, Authority, Serving};
 use crate::crd::PolicyServer;
@@ -86,14 +86,8 @@ pub async fn reconcile(server: Arc<PolicyServer>, context: Arc<Context>) -> Resu
         }
     })
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    });
-    let outcome = result.as_ref().map_or_else(Error::kind, |_| "ok");
-    context.metrics.reconciled(KIND, outcome, started.elapsed());
-    result
+    .map_err(Error::from_finalizer);
+    counted(&context, KIND, started, result)
 }
 
 fn apply_params() -> PatchParams {
