@@ -563,6 +563,30 @@ spec:
         .await
         .unwrap();
 
+    // A lost CA is replaced at once: new serving certificate, new caBundle everywhere.
+    secrets
+        .delete("policy-server-root-ca", &DeleteParams::default())
+        .await
+        .unwrap();
+    let old_ca = secret_text(&root, "ca.crt");
+    let new_root = common::eventually(30, "a new CA", || async {
+        let root = secrets.get_opt("policy-server-root-ca").await.ok()??;
+        (secret_text(&root, "ca.crt") != old_ca).then_some(root)
+    })
+    .await;
+    let new_ca = secret_text(&new_root, "ca.crt");
+    common::eventually(30, "the serving certificate to be reissued", || async {
+        let serving = secrets.get_opt("policy-server-default").await.ok()??;
+        (secret_text(&serving, "ca.crt") == new_ca).then_some(())
+    })
+    .await;
+    common::eventually(30, "the webhooks to trust the new CA", || async {
+        let config = mutating.get("clusterwide-security-context").await.ok()?;
+        let bundle = config.webhooks?[0].client_config.ca_bundle.clone()?;
+        (bundle.0 == secret_text(&new_root, "ca-bundle.crt").into_bytes()).then_some(())
+    })
+    .await;
+
     // Deleting the PolicyServer leaves no webhook behind; its policies are
     // `scheduled` again and its objects are garbage collected.
     Api::<PolicyServer>::all(client.clone())

@@ -19,6 +19,7 @@ use k8s_openapi::ByteString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use time::OffsetDateTime;
@@ -47,25 +48,40 @@ pub async fn run(
     let client = context.client.clone();
     let namespace = context.namespace.clone();
     let owned = || watcher::Config::default().labels(POLICY_SERVER_LABEL);
-    let stream = Controller::new(
+    let controller = Controller::new(
         Api::<PolicyServer>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .owns(
-        Api::<ConfigMap>::namespaced(client.clone(), &namespace),
-        owned(),
-    )
-    .owns(
-        Api::<Deployment>::namespaced(client.clone(), &namespace),
-        owned(),
-    )
-    .owns(
-        Api::<Service>::namespaced(client.clone(), &namespace),
-        owned(),
-    )
-    .owns(Api::<Secret>::namespaced(client, &namespace), owned())
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, context);
+    );
+    let store = controller.store();
+    let stream = controller
+        // A deleted or edited CA is repaired at once, and every serving
+        // certificate reissued by the new one.
+        .watches(
+            Api::<Secret>::namespaced(client.clone(), &namespace),
+            watcher::Config::default().fields(&format!("metadata.name={ROOT_CA_SECRET}")),
+            move |_: Secret| {
+                store
+                    .state()
+                    .iter()
+                    .map(|server| ObjectRef::from_obj(server.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .owns(
+            Api::<ConfigMap>::namespaced(client.clone(), &namespace),
+            owned(),
+        )
+        .owns(
+            Api::<Deployment>::namespaced(client.clone(), &namespace),
+            owned(),
+        )
+        .owns(
+            Api::<Service>::namespaced(client.clone(), &namespace),
+            owned(),
+        )
+        .owns(Api::<Secret>::namespaced(client, &namespace), owned())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context);
     drain(KIND, stream).await;
 }
 
