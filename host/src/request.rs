@@ -1,34 +1,62 @@
 //! Admission requests, from the API server's JSON to the WIT record.
 
-use kube_core::admission::{AdmissionRequest, AdmissionReview, Operation};
+use std::sync::OnceLock;
+
+use kube_core::admission::{AdmissionRequest, Operation};
 use kube_core::DynamicObject;
+use serde_json::value::RawValue;
 
 use crate::bindings;
 use crate::error::EvalError;
 
 /// One admission request, prepared once and evaluated by any number of
-/// policies: the object is serialised to text a single time.
+/// policies. The objects stay the JSON text the API server sent: policies
+/// parse them themselves, and the host only needs a parsed copy to diff a
+/// mutation, made on first use.
 #[derive(Debug, Clone)]
 pub struct PolicyRequest {
     pub(crate) wit: bindings::AdmissionRequest,
-    object: Option<serde_json::Value>,
+    object: OnceLock<Option<serde_json::Value>>,
+}
+
+/// The parts of an AdmissionReview the host reads, with the objects kept
+/// as raw text (validated JSON, never rebuilt).
+#[derive(serde::Deserialize)]
+struct RawReview {
+    request: Option<RawRequest>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRequest {
+    uid: String,
+    kind: kube_core::GroupVersionKind,
+    resource: kube_core::GroupVersionResource,
+    sub_resource: Option<String>,
+    request_kind: Option<kube_core::GroupVersionKind>,
+    request_resource: Option<kube_core::GroupVersionResource>,
+    request_sub_resource: Option<String>,
+    #[serde(default)]
+    name: String,
+    namespace: Option<String>,
+    operation: Operation,
+    user_info: k8s_openapi::api::authentication::v1::UserInfo,
+    object: Option<Box<RawValue>>,
+    old_object: Option<Box<RawValue>>,
+    #[serde(default)]
+    dry_run: bool,
+    options: Option<Box<RawValue>>,
 }
 
 impl PolicyRequest {
     /// Parses an `AdmissionReview` (as POSTed by the API server).
     pub fn from_review_json(body: &[u8]) -> Result<Self, EvalError> {
-        let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
+        let review: RawReview = serde_json::from_slice(body)
             .map_err(|e| EvalError::InvalidRequest(format!("not an AdmissionReview: {e}")))?;
-        let request: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| {
+        let request = review.request.ok_or_else(|| {
             EvalError::InvalidRequest("the AdmissionReview has no `request`".into())
         })?;
-        Self::from_kube(request)
-    }
-
-    /// Converts a request already parsed with kube's types.
-    pub fn from_kube(request: AdmissionRequest<DynamicObject>) -> Result<Self, EvalError> {
-        let object = request.object.as_ref().map(to_value).transpose()?;
-        let to_text = |v: &serde_json::Value| v.to_string();
+        let text = |raw: Option<Box<RawValue>>| raw.map(|r| String::from(Box::<str>::from(r)));
         let wit = bindings::AdmissionRequest {
             uid: request.uid,
             kind: gvk(&request.kind),
@@ -39,25 +67,38 @@ impl PolicyRequest {
             request_sub_resource: request.request_sub_resource,
             name: Some(request.name).filter(|n| !n.is_empty()),
             namespace: request.namespace,
-            operation: match request.operation {
-                Operation::Create => bindings::Operation::Create,
-                Operation::Update => bindings::Operation::Update,
-                Operation::Delete => bindings::Operation::Delete,
-                Operation::Connect => bindings::Operation::Connect,
-            },
-            user_info: bindings::UserInfo {
-                username: request.user_info.username.unwrap_or_default(),
-                uid: request.user_info.uid.unwrap_or_default(),
-                groups: request.user_info.groups.unwrap_or_default(),
-                extra: request
-                    .user_info
-                    .extra
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect(),
-            },
+            operation: operation(&request.operation),
+            user_info: user_info(request.user_info),
             dry_run: request.dry_run,
-            object: object.as_ref().map(to_text),
+            object: text(request.object),
+            old_object: text(request.old_object),
+            options: text(request.options),
+        };
+        Ok(Self {
+            wit,
+            object: OnceLock::new(),
+        })
+    }
+
+    /// Converts a request already parsed with kube's types.
+    pub fn from_kube(request: AdmissionRequest<DynamicObject>) -> Result<Self, EvalError> {
+        let object = request.object.as_ref().map(to_value).transpose()?;
+        let to_text = |v: &serde_json::Value| v.to_string();
+        let text = object.as_ref().map(to_text);
+        let wit = bindings::AdmissionRequest {
+            uid: request.uid,
+            kind: gvk(&request.kind),
+            resource: gvr(&request.resource),
+            sub_resource: request.sub_resource,
+            request_kind: request.request_kind.as_ref().map(gvk),
+            request_resource: request.request_resource.as_ref().map(gvr),
+            request_sub_resource: request.request_sub_resource,
+            name: Some(request.name).filter(|n| !n.is_empty()),
+            namespace: request.namespace,
+            operation: operation(&request.operation),
+            user_info: user_info(request.user_info),
+            dry_run: request.dry_run,
+            object: text,
             old_object: request
                 .old_object
                 .as_ref()
@@ -65,7 +106,10 @@ impl PolicyRequest {
                 .transpose()?,
             options: request.options.map(|o| o.0.to_string()),
         };
-        Ok(Self { wit, object })
+        Ok(Self {
+            wit,
+            object: OnceLock::from(object),
+        })
     }
 
     /// The request's uid, echoed in the response.
@@ -78,9 +122,18 @@ impl PolicyRequest {
         self.wit.namespace.as_deref()
     }
 
-    /// The object under admission, as JSON (none on DELETE).
+    /// The object under admission, as JSON (none on DELETE), parsed on
+    /// first use.
     pub fn object(&self) -> Option<&serde_json::Value> {
-        self.object.as_ref()
+        self.object
+            .get_or_init(|| {
+                // The text was validated as JSON when the review was parsed.
+                self.wit
+                    .object
+                    .as_deref()
+                    .and_then(|text| serde_json::from_str(text).ok())
+            })
+            .as_ref()
     }
 
     /// The object under admission as the JSON text policies receive.
@@ -181,6 +234,24 @@ fn to_value(object: &DynamicObject) -> Result<serde_json::Value, EvalError> {
         .map_err(|e| EvalError::InvalidRequest(format!("cannot serialise the object: {e}")))
 }
 
+fn operation(operation: &Operation) -> bindings::Operation {
+    match operation {
+        Operation::Create => bindings::Operation::Create,
+        Operation::Update => bindings::Operation::Update,
+        Operation::Delete => bindings::Operation::Delete,
+        Operation::Connect => bindings::Operation::Connect,
+    }
+}
+
+fn user_info(user: k8s_openapi::api::authentication::v1::UserInfo) -> bindings::UserInfo {
+    bindings::UserInfo {
+        username: user.username.unwrap_or_default(),
+        uid: user.uid.unwrap_or_default(),
+        groups: user.groups.unwrap_or_default(),
+        extra: user.extra.unwrap_or_default().into_iter().collect(),
+    }
+}
+
 fn gvk(k: &kube_core::GroupVersionKind) -> bindings::GroupVersionKind {
     bindings::GroupVersionKind {
         group: k.group.clone(),
@@ -220,6 +291,26 @@ mod tests {
             .unwrap()
             .contains("\"name\":\"p\""));
         assert_eq!(r.wit.user_info.username, "alice");
+    }
+
+    #[test]
+    fn objects_reach_policies_as_sent_and_are_parsed_only_when_asked() {
+        let body = br#"{"request":{"uid":"u2","kind":{"group":"","version":"v1","kind":"Pod"},
+            "resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE",
+            "userInfo":{},"object":{"metadata": {"name":"p", "b":1, "a":2}},"options":null}}"#;
+        let r = PolicyRequest::from_review_json(body).unwrap();
+        // Key order and spacing are the API server's: nothing was rebuilt.
+        assert_eq!(
+            r.raw_object(),
+            Some(r#"{"metadata": {"name":"p", "b":1, "a":2}}"#)
+        );
+        assert!(r.wit.options.is_none() && r.wit.old_object.is_none());
+        assert!(r.object.get().is_none(), "not parsed before it is needed");
+        assert_eq!(r.object().unwrap()["metadata"]["a"], 2);
+        assert!(r
+            .kubewarden_json()
+            .unwrap()
+            .contains(r#""object":{"metadata": {"name":"p", "b":1, "a":2}}"#));
     }
 
     #[test]
