@@ -283,6 +283,19 @@ spec:
     let pending = wait_for_phase(&caps, "privileged-pods", PolicyStatusPhase::Pending).await;
     let waiting = condition(&pending, "PolicyServerConfigurationUpToDate");
     assert_eq!(waiting.status, "False");
+    let not_ready = Api::<PolicyServer>::all(client.clone())
+        .get("default")
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default();
+    assert!(
+        not_ready
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "False"),
+        "{not_ready:?}"
+    );
     let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     assert!(webhooks
         .get_opt("clusterwide-privileged-pods")
@@ -324,6 +337,16 @@ spec:
     assert_eq!(condition(&active, "PolicyUniquelyReachable").status, "True");
     let ready = deployments.get("policy-server-default").await.unwrap();
     assert_eq!(ready.status.unwrap().ready_replicas, Some(1));
+    let policy_servers: Api<PolicyServer> = Api::all(client.clone());
+    common::eventually(30, "the PolicyServer to report Ready", || async {
+        let status = policy_servers.get("default").await.ok()?.status?;
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
 
     let webhook = webhooks.get("clusterwide-privileged-pods").await.unwrap();
     let hook = &webhook.webhooks.unwrap()[0];

@@ -28,7 +28,8 @@ pub struct PolicyServerSecurity {
     shortname = "ps",
     status = "PolicyServerStatus",
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas"}"#,
-    printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image"}"#
+    printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{"rule": "!(has(self.minAvailable) && has(self.maxUnavailable))", "message": "minAvailable and maxUnavailable cannot both be set"}]))]

@@ -14,7 +14,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::ByteString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -35,6 +35,7 @@ use crate::policy_server::{
     config_hash, config_map, deployment, disruption_budget, object_name, owner_reference,
     selector_labels, service, ROOT_CA_SECRET,
 };
+use crate::rollout::{rollout, Rollout};
 
 const KIND: &str = "PolicyServer";
 /// The longest a PolicyServer goes without a check of its certificates.
@@ -129,7 +130,7 @@ async fn apply(server: &PolicyServer, context: &Context) -> Result<Action, Error
         .await?;
     let hash = config_hash(&stored);
 
-    Api::<Deployment>::namespaced(client.clone(), namespace)
+    let applied = Api::<Deployment>::namespaced(client.clone(), namespace)
         .patch(
             &object,
             &apply_params(),
@@ -153,7 +154,57 @@ async fn apply(server: &PolicyServer, context: &Context) -> Result<Action, Error
         None => delete_if_present(budgets, &object).await?,
     }
     tracing::debug!(config_hash = %hash, "policy server applied");
+    set_ready_condition(server, context, &rollout(Some(&applied), &hash)).await?;
     Ok(Action::requeue(CERTIFICATE_CHECK))
+}
+
+/// `Ready`: every pod runs the current configuration (what `kubectl get
+/// policyservers` shows). The Deployment's status changes wake this up.
+async fn set_ready_condition(
+    server: &PolicyServer,
+    context: &Context,
+    state: &Rollout,
+) -> Result<(), Error> {
+    let (status, reason, message) = if state.up_to_date {
+        (
+            "True",
+            "RolloutComplete",
+            "every pod runs the current configuration".to_owned(),
+        )
+    } else {
+        (
+            "False",
+            "RolloutInProgress",
+            format!("waiting for {}", state.waiting_for),
+        )
+    };
+    let previous = server
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+    if previous.is_some_and(|c| c.status == status && c.message == message) {
+        return Ok(());
+    }
+    let since = previous
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(k8s_openapi::jiff::Timestamp::now()));
+    let condition = Condition {
+        type_: "Ready".to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        last_transition_time: since,
+        observed_generation: server.metadata.generation,
+    };
+    Api::<PolicyServer>::all(context.client.clone())
+        .patch_status(
+            &server.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"conditions": [condition]}})),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Creates the CA, or renews it when it is due, keeping the old one in the bundle.
