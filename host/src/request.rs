@@ -2,8 +2,7 @@
 
 use std::sync::OnceLock;
 
-use kube_core::admission::{AdmissionRequest, Operation};
-use kube_core::DynamicObject;
+use kube_core::admission::Operation;
 use serde_json::value::RawValue;
 
 use crate::bindings;
@@ -77,38 +76,6 @@ impl PolicyRequest {
         Ok(Self {
             wit,
             object: OnceLock::new(),
-        })
-    }
-
-    /// Converts a request already parsed with kube's types.
-    pub fn from_kube(request: AdmissionRequest<DynamicObject>) -> Result<Self, EvalError> {
-        let object = request.object.as_ref().map(to_value).transpose()?;
-        let to_text = |v: &serde_json::Value| v.to_string();
-        let text = object.as_ref().map(to_text);
-        let wit = bindings::AdmissionRequest {
-            uid: request.uid,
-            kind: gvk(&request.kind),
-            resource: gvr(&request.resource),
-            sub_resource: request.sub_resource,
-            request_kind: request.request_kind.as_ref().map(gvk),
-            request_resource: request.request_resource.as_ref().map(gvr),
-            request_sub_resource: request.request_sub_resource,
-            name: Some(request.name).filter(|n| !n.is_empty()),
-            namespace: request.namespace,
-            operation: operation(&request.operation),
-            user_info: user_info(request.user_info),
-            dry_run: request.dry_run,
-            object: text,
-            old_object: request
-                .old_object
-                .as_ref()
-                .map(|o| to_value(o).map(|v| to_text(&v)))
-                .transpose()?,
-            options: request.options.map(|o| o.0.to_string()),
-        };
-        Ok(Self {
-            wit,
-            object: OnceLock::from(object),
         })
     }
 
@@ -227,11 +194,6 @@ struct KubewardenRequest<'a> {
     dry_run: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     options: Option<Box<serde_json::value::RawValue>>,
-}
-
-fn to_value(object: &DynamicObject) -> Result<serde_json::Value, EvalError> {
-    serde_json::to_value(object)
-        .map_err(|e| EvalError::InvalidRequest(format!("cannot serialise the object: {e}")))
 }
 
 fn operation(operation: &Operation) -> bindings::Operation {
