@@ -529,6 +529,22 @@ spec:
         "{}",
         why.message
     );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    let recorded = common::eventually(30, "an event saying why bad-labels is pending", || async {
+        let list = events
+            .list(&kube::api::ListParams::default().fields("regarding.name=bad-labels"))
+            .await
+            .ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("InvalidSettings"))
+    })
+    .await;
+    assert_eq!(recorded.type_.as_deref(), Some("Warning"));
+    assert!(recorded
+        .note
+        .unwrap_or_default()
+        .contains("at least one required label"));
     assert!(webhooks
         .get_opt("clusterwide-bad-labels")
         .await

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
 use crate::certs::{Authority, Lifetimes};
@@ -41,6 +42,8 @@ pub struct Context {
     pub checker: SettingsChecker,
     pub lifetimes: Lifetimes,
     pub metrics: Metrics,
+    /// Kubernetes Events on the policies.
+    pub recorder: Recorder,
 }
 
 impl Context {
@@ -50,7 +53,12 @@ impl Context {
         endpoint: WebhookEndpoint,
         checker: SettingsChecker,
     ) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
         Self {
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             namespace,
             endpoint,

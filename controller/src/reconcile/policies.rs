@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -478,6 +479,36 @@ async fn set_status<K: PolicyResource>(
     if previous.and_then(|s| s.policy_status) != Some(phase) {
         tracing::info!(id = %policy.id(), phase = phase_name(phase), "policy status");
         context.metrics.transition(kind::<K>(), phase_name(phase));
+    }
+    let active = |conditions: &[Condition]| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == "PolicyActive")
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let now_active = active(&conditions);
+    if previous.and_then(|s| active(&s.conditions)) != now_active {
+        if let Some((_, reason, message)) = now_active {
+            // `kubectl describe` shows why a policy is (not) active.
+            let event = KubeEvent {
+                type_: if phase == PolicyStatusPhase::Active {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                },
+                reason,
+                note: Some(message),
+                action: "Reconcile".to_owned(),
+                secondary: None,
+            };
+            if let Err(e) = context
+                .recorder
+                .publish(&event, &policy.object_ref(&()))
+                .await
+            {
+                tracing::warn!(error = %e, "could not record an event");
+            }
+        }
     }
     let status = json!({
         "status": {
