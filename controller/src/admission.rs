@@ -20,7 +20,9 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use kube::core::DynamicObject;
 
+use crate::crd::PolicyServer;
 use crate::settings::{CheckError, SettingsChecker};
+use palisade_host::fetch::Sources;
 
 /// Name of the controller's ValidatingWebhookConfiguration.
 pub const WEBHOOK_NAME: &str = "palisade-controller";
@@ -28,11 +30,24 @@ pub const WEBHOOK_NAME: &str = "palisade-controller";
 pub const WEBHOOK_PATH: &str = "/validate-policies";
 const MAX_BODY: usize = 3 << 20;
 
+/// What the webhook needs: the checker, and a client to read the
+/// PolicyServer whose module sources apply.
+#[derive(Clone)]
+pub struct Reviewer {
+    pub checker: SettingsChecker,
+    pub client: kube::Client,
+}
+
+impl std::fmt::Debug for Reviewer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reviewer")
+            .field("checker", &self.checker)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Answers one AdmissionReview for a policy resource.
-pub async fn handle(
-    checker: Arc<SettingsChecker>,
-    request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+pub async fn handle(reviewer: Arc<Reviewer>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     if request.uri().path() != WEBHOOK_PATH {
         return reply(StatusCode::NOT_FOUND, Bytes::from_static(b"not found"));
     }
@@ -53,7 +68,7 @@ pub async fn handle(
         Ok(request) => request,
         Err(_) => return reply(StatusCode::BAD_REQUEST, Bytes::from_static(b"no request")),
     };
-    let response = review_policy(&checker, &request).await;
+    let response = review_policy(&reviewer, &request).await;
     match serde_json::to_vec(&response.into_review()) {
         Ok(json) => reply(StatusCode::OK, Bytes::from(json)),
         Err(e) => reply(
@@ -97,14 +112,29 @@ fn modules(object: &DynamicObject) -> Vec<(String, String, serde_json::Value)> {
     }
 }
 
+/// The module sources of the PolicyServer the policy names (the defaults
+/// when it does not exist yet or cannot be read).
+async fn sources(client: &kube::Client, object: &DynamicObject) -> Sources {
+    let name = object
+        .data
+        .pointer("/spec/policyServer")
+        .and_then(|v| v.as_str())
+        .unwrap_or("default");
+    match Api::<PolicyServer>::all(client.clone()).get_opt(name).await {
+        Ok(Some(server)) => crate::policy_server::sources(&server),
+        _ => Sources::default(),
+    }
+}
+
 async fn review_policy(
-    checker: &SettingsChecker,
+    reviewer: &Reviewer,
     request: &AdmissionRequest<DynamicObject>,
 ) -> AdmissionResponse {
     let mut response = AdmissionResponse::from(request);
     let Some(object) = &request.object else {
         return response;
     };
+    let sources = sources(&reviewer.client, object).await;
     let mut warnings = Vec::new();
     for (member, module, settings) in modules(object) {
         let label = if member.is_empty() {
@@ -112,7 +142,11 @@ async fn review_policy(
         } else {
             format!("policy `{member}`: ")
         };
-        match checker.check(&request.name, &module, &settings).await {
+        match reviewer
+            .checker
+            .check_with(&request.name, &module, &settings, &sources)
+            .await
+        {
             Ok(()) => {}
             Err(CheckError::Settings(message)) => {
                 return response.deny(format!("{label}invalid settings: {message}"));

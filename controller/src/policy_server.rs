@@ -105,6 +105,11 @@ pub fn sources_yaml(server: &PolicyServer) -> String {
     .to_string()
 }
 
+/// The module sources a PolicyServer allows, as its pods will read them.
+pub fn sources(server: &PolicyServer) -> palisade_host::fetch::Sources {
+    serde_json::from_str(&sources_yaml(server)).unwrap_or_default()
+}
+
 /// The part of the ConfigMap the PolicyServer reconciler owns (applied
 /// server-side, so the policies' `policies.yml` key is left alone).
 pub fn config_map(server: &PolicyServer, namespace: &str) -> ConfigMap {

@@ -67,6 +67,24 @@ async fn apply_yaml(client: &kube::Client, yaml: &str) {
     api.create(&PostParams::default(), &object).await.unwrap();
 }
 
+/// Pushes a sample policy to the loopback registry (plain HTTP).
+async fn push(registry: &common::registry::Registry, policy: &str, reference: &str) {
+    let store = tempfile::tempdir().unwrap();
+    let pusher = palisade_host::fetch::Fetcher::new(FetcherOptions {
+        store_dir: store.path().to_path_buf(),
+        sources: serde_yaml::from_str(&registry.sources_yaml()).unwrap(),
+        ..FetcherOptions::default()
+    })
+    .unwrap();
+    pusher
+        .push(
+            &std::fs::read(common::policy_path(policy)).unwrap(),
+            reference,
+        )
+        .await
+        .unwrap();
+}
+
 fn file_module(name: &str) -> String {
     format!("file://{}", common::policy_path(name).display())
 }
@@ -139,23 +157,11 @@ async fn policy_servers_and_policies_are_reconciled_and_enforced_by_the_api_serv
     // A registry on loopback with the upstream-SDK waPC policy, as Kubewarden publishes them.
     let registry = common::registry::Registry::start(Default::default());
     let work = tempfile::tempdir().unwrap();
-    let pusher = palisade_host::fetch::Fetcher::new(FetcherOptions {
-        store_dir: work.path().join("push-store"),
-        sources: serde_yaml::from_str(&registry.sources_yaml()).unwrap(),
-        ..FetcherOptions::default()
-    })
-    .unwrap();
     let wapc_reference = format!(
         "{}/kubewarden/policies/pod-privileged:v0.2.5",
         registry.host
     );
-    pusher
-        .push(
-            &std::fs::read(common::policy_path("pod-privileged-wapc-wasip1")).unwrap(),
-            &wapc_reference,
-        )
-        .await
-        .unwrap();
+    push(&registry, "pod-privileged-wapc-wasip1", &wapc_reference).await;
 
     // The controller, in out-of-cluster mode: webhooks point at a loopback URL.
     let port = common::free_port();
@@ -670,7 +676,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_settings_are_refused_at_apply_time_with_the_policys_message() {
-    use palisade_controller::admission::{handle, register, AdmissionEndpoint};
+    use palisade_controller::admission::{handle, register, AdmissionEndpoint, Reviewer};
     use palisade_host::server::tls::{server_config, ReloadingCertificate};
 
     let server = common::ApiServer::start().await;
@@ -694,18 +700,19 @@ async fn invalid_settings_are_refused_at_apply_time_with_the_policys_message() {
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let checker = Arc::new(
-        SettingsChecker::new(FetcherOptions {
+    let reviewer = Arc::new(Reviewer {
+        checker: SettingsChecker::new(FetcherOptions {
             store_dir: work.path().join("store"),
             ..FetcherOptions::default()
         })
         .unwrap(),
-    );
+        client: client.clone(),
+    });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let webhook = tokio::spawn(palisade_host::server::serve(
         listener,
         Some(acceptor),
-        move |request| handle(checker.clone(), request),
+        move |request| handle(reviewer.clone(), request),
         stopped,
         Duration::from_secs(5),
     ));
@@ -771,6 +778,31 @@ async fn invalid_settings_are_refused_at_apply_time_with_the_policys_message() {
     assert!(
         matches!(refused, Err(kube::Error::Api(ref s)) if s.message.contains("policy `b`: invalid settings")),
         "{refused:?}"
+    );
+
+    // A module in a plain-HTTP registry is checked with the sources of the
+    // PolicyServer the policy names: the refusal proves the module was fetched.
+    let registry = common::registry::Registry::start(Default::default());
+    let reference = format!("{}/policies/required-labels:v1", registry.host);
+    push(&registry, "required-labels", &reference).await;
+    apply_yaml(
+        &client,
+        &format!(
+            "apiVersion: policies.kubewarden.io/v1\nkind: PolicyServer\nmetadata: {{name: registry-users}}\nspec:\n  image: policy-server\n  replicas: 1\n  insecureSources: [\"{}\"]\n",
+            registry.host
+        ),
+    )
+    .await;
+    let from_registry = try_create(
+        caps.clone(),
+        format!(
+            "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: from-registry}}\nspec:\n  policyServer: registry-users\n  module: registry://{reference}\n  settings: {{labels: []}}\n"
+        ),
+    )
+    .await;
+    assert!(
+        matches!(from_registry, Err(kube::Error::Api(ref s)) if s.message.contains("at least one required label")),
+        "{from_registry:?}"
     );
 
     // A module that cannot be loaded does not block the apply (the status will say why).

@@ -99,6 +99,30 @@ async fn push_then_pull_by_tag_and_by_digest_and_run() {
         "pod-privileged"
     );
 
+    // Multi-line annotations (Kubewarden's `usage`) survive the push: the
+    // manifest is standard JSON, with the newline escaped.
+    let labels = std::fs::read(policy_path("required-labels")).unwrap();
+    let labels_tag = format!("{}/policies/required-labels:v1", registry.host);
+    f.push(&labels, &labels_tag).await.unwrap();
+    let pulled = f.fetch(&labels_tag).await.unwrap();
+    assert_eq!(std::fs::read(&pulled.path).unwrap(), labels);
+    let manifest: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "http://{}/v2/policies/required-labels/manifests/v1",
+            registry.host
+        ))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let usage = manifest["annotations"]["io.kubewarden.policy.usage"]
+        .as_str()
+        .unwrap();
+    assert!(usage.contains("settings:\n  labels:"), "{usage}");
+
     let missing = f
         .fetch(&format!("{}/policies/nope:v1", registry.host))
         .await

@@ -158,11 +158,14 @@ async fn start(args: Args) -> anyhow::Result<ExitCode> {
         let acceptor =
             tokio_rustls::TlsAcceptor::from(Arc::new(server_config(Arc::new(certificate), None)?));
         let listener = tokio::net::TcpListener::bind(admission_addr).await?;
-        let checker = Arc::new(checker);
+        let reviewer = Arc::new(admission::Reviewer {
+            checker,
+            client: client.clone(),
+        });
         servers.push(tokio::spawn(serve(
             listener,
             Some(acceptor),
-            move |request| admission::handle(checker.clone(), request),
+            move |request| admission::handle(reviewer.clone(), request),
             stopped,
             Duration::from_secs(10),
         )));

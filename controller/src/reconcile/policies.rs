@@ -21,7 +21,6 @@ use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use palisade_host::fetch::Sources;
 use serde_json::json;
 
 use super::{counted, delete_if_present, drain, Context, Error, FINALIZER, MANAGER, RETRY};
@@ -307,7 +306,7 @@ async fn check_modules<K: PolicyResource>(
     server: &PolicyServer,
     context: &Context,
 ) -> Result<(), CheckError> {
-    let sources = sources_of(server);
+    let sources = crate::policy_server::sources(server);
     for module in policy.modules() {
         let label = module
             .member
@@ -320,11 +319,6 @@ async fn check_modules<K: PolicyResource>(
             .map_err(|e| e.prefixed(&label))?;
     }
     Ok(())
-}
-
-/// The module sources a PolicyServer allows, as its pods will see them.
-fn sources_of(server: &PolicyServer) -> Sources {
-    serde_json::from_str(&crate::policy_server::sources_yaml(server)).unwrap_or_default()
 }
 
 async fn cleanup<K: PolicyResource>(policy: &K, context: &Context) -> Result<Action, Error> {

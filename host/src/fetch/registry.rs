@@ -207,10 +207,27 @@ pub(super) async fn push(
         Some(annotations).filter(|a| !a.is_empty()),
     );
     manifest.media_type = Some(oci_client::manifest::OCI_IMAGE_MEDIA_TYPE.to_owned());
-    let response = inner
-        .oci
-        .push(&reference, &layers, config, &auth, Some(manifest))
+    let oci = &inner.oci;
+    oci.store_auth_if_needed(reference.resolve_registry(), &auth)
+        .await;
+    for (layer, descriptor) in layers.iter().zip(&manifest.layers) {
+        oci.push_blob(&reference, layer.data.clone(), &descriptor.digest)
+            .await
+            .map_err(|e| oci_error(name, e))?;
+    }
+    oci.push_blob(&reference, config.data.clone(), &manifest.config.digest)
         .await
         .map_err(|e| oci_error(name, e))?;
-    Ok(response.manifest_url)
+    // Serialised here rather than by the client: its canonical JSON leaves
+    // control characters unescaped, and registries refuse a manifest whose
+    // annotations (a multi-line `usage`) then hold a raw newline.
+    let body = serde_json::to_vec(&manifest).map_err(|e| FetchError::Other {
+        url: name.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let content_type =
+        hyper::header::HeaderValue::from_static(oci_client::manifest::OCI_IMAGE_MEDIA_TYPE);
+    oci.push_manifest_raw(&reference, body, content_type)
+        .await
+        .map_err(|e| oci_error(name, e))
 }
