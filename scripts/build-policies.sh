@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR
 
 "$root/scripts/ensure-tools.sh"
 
-policies=(pod-privileged required-labels allowed-registries default-security-context)
+policies=(pod-privileged required-labels allowed-registries default-security-context namespace-labels)
 test_only=(endless-loop unbounded-alloc dns-lookup)
 
 packages=()

@@ -76,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
             default_timeout: Duration::from_secs(2),
             memory_bytes: 128 << 20,
             continue_on_errors: false,
+            kubernetes: None,
         },
         always_accept_namespace: None,
         max_body_bytes: 3 << 20,

@@ -12,8 +12,9 @@ use crate::cache::{module_digest, CompileCache, CompileOrigin, Compiled};
 use crate::capabilities::{Capability, Grants};
 use crate::engine::PolicyEngine;
 use crate::error::{EvalError, LoadError, SettingsError};
+use crate::kubernetes::KubernetesAccess;
 use crate::limits::{MemoryCapExceeded, PolicyLimits};
-use crate::metadata::{read_metadata, ExecutionMode, PolicyMetadata};
+use crate::metadata::{read_metadata, ContextAwareResource, ExecutionMode, PolicyMetadata};
 use crate::request::PolicyRequest;
 use crate::state::{HostState, PolicyContext};
 use crate::verdict::Verdict;
@@ -28,6 +29,10 @@ pub struct PolicyConfig {
     pub grants: Grants,
     /// Deadline and memory cap.
     pub limits: PolicyLimits,
+    /// The cluster the `kubernetes` capability reads (none: "not available").
+    pub kubernetes: Option<Arc<KubernetesAccess>>,
+    /// The resource types it may read (`contextAwareResources`).
+    pub context_aware: Vec<ContextAwareResource>,
 }
 
 impl PolicyConfig {
@@ -37,6 +42,8 @@ impl PolicyConfig {
             id: id.into(),
             grants: Grants::none(),
             limits: PolicyLimits::default(),
+            kubernetes: None,
+            context_aware: Vec::new(),
         }
     }
 }
@@ -199,6 +206,8 @@ impl PolicyLoader {
             context: Arc::new(PolicyContext {
                 policy_id: config.id,
                 grants: config.grants,
+                kubernetes: config.kubernetes,
+                context_aware: config.context_aware,
             }),
             limits: config.limits,
             digest,

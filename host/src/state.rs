@@ -7,13 +7,27 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::{crypto, kubernetes, log, net, oci, HostError};
 use crate::capabilities::{dns_lookup_host, not_available, CapabilityCall, Grants};
+use crate::kubernetes::KubernetesAccess;
 use crate::limits::MemoryLimiter;
+use crate::metadata::ContextAwareResource;
 
 /// What every evaluation of one policy shares.
 #[derive(Debug)]
 pub(crate) struct PolicyContext {
     pub policy_id: String,
     pub grants: Grants,
+    /// The cluster, for context-aware policies (none: "not available").
+    pub kubernetes: Option<Arc<KubernetesAccess>>,
+    pub context_aware: Vec<ContextAwareResource>,
+}
+
+impl PolicyContext {
+    /// The cluster client, or the "not available" error for `call`.
+    pub(crate) fn kubernetes(&self, call: CapabilityCall) -> Result<&KubernetesAccess, HostError> {
+        self.kubernetes
+            .as_deref()
+            .ok_or_else(|| not_available(call))
+    }
 }
 
 /// Per-evaluation state: created with the store, dropped with it, so nothing
@@ -99,23 +113,30 @@ impl net::Host for HostState {
 impl kubernetes::Host for HostState {
     fn get_resource(
         &mut self,
-        _api_version: String,
-        _kind: String,
-        _name: String,
-        _namespace: Option<String>,
+        api_version: String,
+        kind: String,
+        name: String,
+        namespace: Option<String>,
     ) -> Result<String, HostError> {
         let call = CapabilityCall::KubernetesGetResource;
         self.check(call)?;
-        Err(not_available(call))
+        let context = &self.context;
+        context.kubernetes(call)?.get(
+            &context.context_aware,
+            &api_version,
+            &kind,
+            &name,
+            namespace.as_deref(),
+        )
     }
 
     fn list_resources(
         &mut self,
-        _api_version: String,
-        _kind: String,
+        api_version: String,
+        kind: String,
         namespace: Option<String>,
-        _label_selector: Option<String>,
-        _field_selector: Option<String>,
+        label_selector: Option<String>,
+        field_selector: Option<String>,
     ) -> Result<String, HostError> {
         let call = if namespace.is_some() {
             CapabilityCall::KubernetesListByNamespace
@@ -123,7 +144,15 @@ impl kubernetes::Host for HostState {
             CapabilityCall::KubernetesListAll
         };
         self.check(call)?;
-        Err(not_available(call))
+        let context = &self.context;
+        context.kubernetes(call)?.list(
+            &context.context_aware,
+            &api_version,
+            &kind,
+            namespace.as_deref(),
+            label_selector.as_deref(),
+            field_selector.as_deref(),
+        )
     }
 
     fn can_i(&mut self, _subject_access_review: String) -> Result<String, HostError> {

@@ -100,6 +100,7 @@ impl PolicyArgs {
                 timeout: Duration::from_millis(*timeout_ms),
                 memory_bytes: memory_mib.saturating_mul(1 << 20),
             },
+            ..PolicyConfig::new("")
         };
         let loaded = loader.load_file(&policy, config)?;
         loaded

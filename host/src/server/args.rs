@@ -152,6 +152,7 @@ impl ServerArgs {
                 default_timeout: Duration::from_secs(*policy_timeout),
                 memory_bytes: policy_memory_mib.saturating_mul(1 << 20),
                 continue_on_errors: *continue_on_errors,
+                kubernetes: None,
             },
             always_accept_namespace: always_accept_admission_reviews_on_namespace.clone(),
             max_body_bytes: *max_request_bytes,
@@ -203,8 +204,31 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(options: ServerOptions) -> anyhow::Result<()> {
+/// The cluster the `kubernetes` capability reads: in a pod its service
+/// account, elsewhere the kubeconfig `kubectl` would use. Without either,
+/// context-aware calls answer "not available" and everything else works.
+async fn kubernetes_access() -> Option<std::sync::Arc<crate::kubernetes::KubernetesAccess>> {
+    let config = match kube::Config::infer().await {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::info!(reason = %e, "no Kubernetes configuration: context-aware calls are not available");
+            return None;
+        }
+    };
+    match kube::Client::try_from(config) {
+        Ok(client) => Some(std::sync::Arc::new(
+            crate::kubernetes::KubernetesAccess::new(client, tokio::runtime::Handle::current()),
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "Kubernetes client not created: context-aware calls are not available");
+            None
+        }
+    }
+}
+
+async fn run(mut options: ServerOptions) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
+    options.load.kubernetes = kubernetes_access().await;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;

@@ -27,13 +27,7 @@ impl PolicyMode {
     }
 }
 
-/// A Kubernetes resource type a context-aware policy may read.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ContextAwareResource {
-    pub api_version: String,
-    pub kind: String,
-}
+pub use crate::metadata::ContextAwareResource;
 
 /// One policy.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use kube_core::response::{StatusCause, StatusDetails};
 
+use crate::kubernetes::KubernetesAccess;
+use crate::metadata::ContextAwareResource;
+
 use super::config::{ConfigError, Entry, PoliciesConfig, PolicyMode};
 use super::expression::Expr;
 use crate::{
@@ -28,6 +31,9 @@ pub struct LoadOptions {
     /// Serve a policy that failed to load (it rejects with code 500)
     /// instead of refusing the whole configuration.
     pub continue_on_errors: bool,
+    /// The cluster context-aware policies read (none: their `kubernetes`
+    /// calls answer "not available").
+    pub kubernetes: Option<Arc<KubernetesAccess>>,
 }
 
 /// Which endpoint a request came through.
@@ -153,6 +159,7 @@ impl PolicySet {
                                 settings: &spec.settings,
                                 timeout_seconds: spec.timeout_eval_seconds,
                                 capabilities: &spec.host_capabilities,
+                                context_aware: &spec.context_aware_resources,
                             },
                         )?),
                         allowed_to_mutate: spec.allowed_to_mutate,
@@ -193,6 +200,7 @@ impl PolicySet {
                                     settings: &member.settings,
                                     timeout_seconds: member.timeout_eval_seconds,
                                     capabilities: &member.host_capabilities,
+                                    context_aware: &member.context_aware_resources,
                                 },
                             )?,
                         );
@@ -251,6 +259,7 @@ struct MemberSpec<'a> {
     settings: &'a serde_json::Value,
     timeout_seconds: Option<u64>,
     capabilities: &'a [String],
+    context_aware: &'a [ContextAwareResource],
 }
 
 fn load_member(
@@ -268,6 +277,7 @@ fn load_member(
         settings,
         timeout_seconds,
         capabilities,
+        context_aware,
     } = spec;
     let settings = settings.to_string();
     let attempt = || -> Result<LoadedPolicy, String> {
@@ -283,6 +293,8 @@ fn load_member(
                 timeout: timeout_seconds.map_or(options.default_timeout, Duration::from_secs),
                 memory_bytes: options.memory_bytes,
             },
+            kubernetes: options.kubernetes.clone(),
+            context_aware: context_aware.to_vec(),
         };
         let loaded = loader.load_file(path, config).map_err(|e| e.to_string())?;
         loaded

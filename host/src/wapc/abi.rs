@@ -161,9 +161,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CoreState>) -> wasmtime::Result<
                     callbacks::log(&context.policy_id, &payload);
                     Ok(Vec::new())
                 }
-                Ok(Callback::Capability(call)) => {
-                    callbacks::answer(call, &context.grants, &payload)
-                }
+                Ok(Callback::Capability(call)) => callbacks::answer(call, &context, &payload),
                 Err(e) => Err(e),
             };
             let exchange = &mut caller.data_mut().exchange;

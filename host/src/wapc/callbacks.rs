@@ -3,7 +3,8 @@
 //! implementations the WIT imports use.
 
 use crate::bindings::HostError;
-use crate::capabilities::{dns_lookup_host, not_available, CapabilityCall, Grants};
+use crate::capabilities::{dns_lookup_host, not_available, CapabilityCall};
+use crate::state::PolicyContext;
 
 /// A decoded host callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +45,11 @@ impl Callback {
 /// guest receives through `__host_error`.
 pub(crate) fn answer(
     call: CapabilityCall,
-    grants: &Grants,
+    context: &PolicyContext,
     payload: &[u8],
 ) -> Result<Vec<u8>, String> {
-    grants.check(call).map_err(message)?;
+    context.grants.check(call).map_err(message)?;
+    let parse_error = |e: serde_json::Error| format!("{}: unexpected payload: {e}", call.path());
     match call {
         CapabilityCall::NetDnsLookupHost => {
             let host: String = serde_json::from_slice(payload)
@@ -55,8 +57,64 @@ pub(crate) fn answer(
             let ips = dns_lookup_host(&host).map_err(message)?;
             serde_json::to_vec(&serde_json::json!({ "ips": ips })).map_err(|e| e.to_string())
         }
+        CapabilityCall::KubernetesGetResource => {
+            let request: GetResource = serde_json::from_slice(payload).map_err(parse_error)?;
+            let kubernetes = context.kubernetes(call).map_err(message)?;
+            kubernetes
+                .get(
+                    &context.context_aware,
+                    &request.api_version,
+                    &request.kind,
+                    &request.name,
+                    request.namespace.as_deref(),
+                )
+                .map(String::into_bytes)
+                .map_err(message)
+        }
+        CapabilityCall::KubernetesListByNamespace | CapabilityCall::KubernetesListAll => {
+            let request: ListResources = serde_json::from_slice(payload).map_err(parse_error)?;
+            let namespace = match call {
+                CapabilityCall::KubernetesListByNamespace => Some(
+                    request
+                        .namespace
+                        .ok_or_else(|| format!("{}: `namespace` is required", call.path()))?,
+                ),
+                _ => None,
+            };
+            let kubernetes = context.kubernetes(call).map_err(message)?;
+            kubernetes
+                .list(
+                    &context.context_aware,
+                    &request.api_version,
+                    &request.kind,
+                    namespace.as_deref(),
+                    request.label_selector.as_deref(),
+                    request.field_selector.as_deref(),
+                )
+                .map(String::into_bytes)
+                .map_err(message)
+        }
         other => Err(message(not_available(other))),
     }
+}
+
+/// Kubewarden's `kubernetes/get_resource` payload.
+#[derive(serde::Deserialize)]
+struct GetResource {
+    api_version: String,
+    kind: String,
+    name: String,
+    namespace: Option<String>,
+}
+
+/// Kubewarden's `kubernetes/list_resources_*` payloads.
+#[derive(serde::Deserialize)]
+struct ListResources {
+    api_version: String,
+    kind: String,
+    namespace: Option<String>,
+    label_selector: Option<String>,
+    field_selector: Option<String>,
 }
 
 fn message(error: HostError) -> String {
@@ -89,6 +147,16 @@ pub(crate) fn log(policy: &str, payload: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capabilities::Grants;
+
+    fn context(grants: Grants) -> PolicyContext {
+        PolicyContext {
+            policy_id: "p".into(),
+            grants,
+            kubernetes: None,
+            context_aware: Vec::new(),
+        }
+    }
 
     #[test]
     fn decodes_every_kubewarden_callback_and_refuses_others() {
@@ -108,7 +176,7 @@ mod tests {
     fn ungranted_calls_get_kubewardens_kind_of_error() {
         let err = answer(
             CapabilityCall::NetDnsLookupHost,
-            &Grants::none(),
+            &context(Grants::none()),
             b"\"localhost\"",
         )
         .unwrap_err();
@@ -118,16 +186,36 @@ mod tests {
         );
         let ok = answer(
             CapabilityCall::NetDnsLookupHost,
-            &Grants::all(),
+            &context(Grants::all()),
             b"\"localhost\"",
         )
         .unwrap();
         assert!(String::from_utf8(ok).unwrap().contains("127.0.0.1"));
         assert!(answer(
             CapabilityCall::NetDnsLookupHost,
-            &Grants::all(),
+            &context(Grants::all()),
             b"not json"
         )
         .is_err());
+    }
+
+    #[test]
+    fn kubernetes_payloads_are_kubewardens_and_need_a_cluster() {
+        let granted = context(Grants::all());
+        let get = br#"{"api_version":"v1","kind":"Namespace","name":"team","disable_cache":false}"#;
+        let err = answer(CapabilityCall::KubernetesGetResource, &granted, get).unwrap_err();
+        assert!(err.contains("not available"), "{err}");
+        let err = answer(CapabilityCall::KubernetesGetResource, &granted, b"{}").unwrap_err();
+        assert!(err.contains("unexpected payload"), "{err}");
+        let list = br#"{"api_version":"v1","kind":"Pod"}"#;
+        let err = answer(CapabilityCall::KubernetesListByNamespace, &granted, list).unwrap_err();
+        assert!(err.contains("`namespace` is required"), "{err}");
+        let err = answer(
+            CapabilityCall::KubernetesGetResource,
+            &context(Grants::none()),
+            get,
+        )
+        .unwrap_err();
+        assert!(err.contains("not granted"), "{err}");
     }
 }

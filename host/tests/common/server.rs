@@ -81,6 +81,7 @@ pub fn options(dir: &Path, policies: PathBuf) -> ServerOptions {
             default_timeout: Duration::from_secs(2),
             memory_bytes: 64 << 20,
             continue_on_errors: false,
+            kubernetes: None,
         },
         always_accept_namespace: None,
         max_body_bytes: 3 << 20,
