@@ -50,6 +50,7 @@ pub struct SettingsChecker {
     /// Deployment status change wakes the bound policies) and must not hit
     /// the registry and the module each time.
     passed: Arc<Mutex<HashMap<String, Instant>>>,
+    passed_ttl: Duration,
     loader: PolicyLoader,
 }
 
@@ -70,8 +71,16 @@ impl SettingsChecker {
             fetcher,
             by_sources: Arc::default(),
             passed: Arc::default(),
+            passed_ttl: PASSED_TTL,
             loader: PolicyLoader::with_cache(engine, cache),
         })
+    }
+
+    /// Trusts a passed check for `ttl` instead of five minutes (zero: check
+    /// every time).
+    pub fn with_passed_ttl(mut self, ttl: Duration) -> Self {
+        self.passed_ttl = ttl;
+        self
     }
 
     /// Checks one policy's module and settings, fetching with the
@@ -100,7 +109,7 @@ impl SettingsChecker {
         if let Ok(passed) = self.passed.lock() {
             if passed
                 .get(&check_key)
-                .is_some_and(|at| now.duration_since(*at) < PASSED_TTL)
+                .is_some_and(|at| now.duration_since(*at) < self.passed_ttl)
             {
                 return Ok(());
             }
@@ -125,7 +134,8 @@ impl SettingsChecker {
         };
         self.check_on(&fetcher, id, module, settings).await?;
         if let Ok(mut passed) = self.passed.lock() {
-            passed.retain(|_, at| now.duration_since(*at) < PASSED_TTL);
+            let ttl = self.passed_ttl;
+            passed.retain(|_, at| now.duration_since(*at) < ttl);
             passed.insert(check_key, now);
         }
         Ok(())

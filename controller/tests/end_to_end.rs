@@ -170,11 +170,13 @@ async fn policy_servers_and_policies_are_reconciled_and_enforced_by_the_api_serv
         client.clone(),
         "kubewarden".into(),
         WebhookEndpoint::Url { base: base.clone() },
+        // Every reconcile checks the modules again (the outage below must be seen).
         SettingsChecker::new(FetcherOptions {
             store_dir: work.path().join("controller-store"),
             ..FetcherOptions::default()
         })
-        .unwrap(),
+        .unwrap()
+        .with_passed_ttl(Duration::ZERO),
     ));
     let controller = tokio::spawn(palisade_controller::reconcile::run(
         context.clone(),
@@ -570,6 +572,33 @@ spec:
     let why = condition(&pending, "PolicyActive");
     assert_eq!(why.reason, "ModuleUnavailable");
     assert!(why.message.contains("missing"), "{}", why.message);
+
+    // A registry outage does not end the enforcement of an active policy.
+    drop(registry);
+    caps.patch(
+        "privileged-pods",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"recheck": "1"}}})),
+    )
+    .await
+    .unwrap();
+    let outage = common::eventually(60, "the module check to fail", || async {
+        let (phase, status) = phase_of(&caps, "privileged-pods").await?;
+        let check = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ModuleCheck")?
+            .clone();
+        Some((phase, check))
+    })
+    .await;
+    assert_eq!(outage.0, PolicyStatusPhase::Active);
+    assert_eq!(outage.1.reason, "ModuleUnavailable");
+    assert!(webhooks
+        .get_opt("clusterwide-privileged-pods")
+        .await
+        .unwrap()
+        .is_some());
 
     // Drift on a webhook configuration is reverted.
     webhooks

@@ -200,6 +200,27 @@ async fn apply<K: PolicyResource>(policy: &K, context: &Context) -> Result<Actio
     };
 
     if let Err(problem) = check_modules(policy, &server, context).await {
+        // A module that cannot be fetched right now (registry outage) must
+        // not silently end the enforcement of an active policy: its pods
+        // already run it. Invalid settings do end it.
+        if matches!(problem, CheckError::Module(_)) && webhook_registered(context, &id).await? {
+            tracing::warn!(%id, %problem, "module check failed; the active policy stays registered");
+            // Still the reference for its webhook: drift is reverted as usual.
+            if let Some(ca) = context.authority().await? {
+                register_webhook(policy, context, ca.bundle_pem.as_bytes()).await?;
+            }
+            let facts = vec![
+                Fact::new(
+                    "PolicyActive",
+                    true,
+                    "WebhookRegistered",
+                    "the webhook is registered",
+                ),
+                Fact::new("ModuleCheck", false, problem.reason(), problem.to_string()),
+            ];
+            set_status(policy, context, PolicyStatusPhase::Active, facts).await?;
+            return Ok(Action::requeue(Duration::from_secs(60)));
+        }
         tracing::info!(%id, reason = problem.reason(), %problem, "policy not activated");
         remove_webhooks(context, &id).await?;
         set_entry(context, &server_name, &id, None).await?;
