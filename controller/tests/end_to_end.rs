@@ -186,7 +186,7 @@ async fn policy_servers_and_policies_are_reconciled_and_enforced_by_the_api_serv
     apply_yaml(
         &client,
         &format!(
-            "apiVersion: policies.kubewarden.io/v1\nkind: PolicyServer\nmetadata: {{name: default}}\nspec:\n  image: ghcr.io/kubewarden/policy-server:v1.30.0\n  replicas: 1\n  minAvailable: 1\n  insecureSources: [\"{}\"]\n",
+            "apiVersion: policies.kubewarden.io/v1\nkind: PolicyServer\nmetadata: {{name: default}}\nspec:\n  image: palisade/policy-server:test\n  replicas: 1\n  minAvailable: 1\n  insecureSources: [\"{}\"]\n",
             registry.host
         ),
     )
@@ -218,7 +218,7 @@ async fn policy_servers_and_policies_are_reconciled_and_enforced_by_the_api_serv
     let container = &deployment.spec.template.spec.as_ref().unwrap().containers[0];
     assert_eq!(
         container.image.as_deref(),
-        Some("ghcr.io/kubewarden/policy-server:v1.30.0")
+        Some("palisade/policy-server:test")
     );
     assert_eq!(
         container
