@@ -60,15 +60,26 @@ pub struct Serving {
     pub key_pem: String,
 }
 
-/// When a PEM certificate expires.
-pub fn not_after(cert_pem: &str) -> Result<OffsetDateTime, CertError> {
+/// Parses a PEM certificate and reads from it (the parsed form borrows
+/// the decoded PEM, so it cannot be returned).
+fn read_certificate<T>(
+    cert_pem: &str,
+    read: impl FnOnce(&x509_parser::certificate::X509Certificate<'_>) -> Result<T, CertError>,
+) -> Result<T, CertError> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
         .map_err(|e| CertError::Parse(e.to_string()))?;
     let cert = pem
         .parse_x509()
         .map_err(|e| CertError::Parse(e.to_string()))?;
-    OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp())
-        .map_err(|e| CertError::Parse(e.to_string()))
+    read(&cert)
+}
+
+/// When a PEM certificate expires.
+pub fn not_after(cert_pem: &str) -> Result<OffsetDateTime, CertError> {
+    read_certificate(cert_pem, |cert| {
+        OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp())
+            .map_err(|e| CertError::Parse(e.to_string()))
+    })
 }
 
 fn due(cert_pem: &str, now: OffsetDateTime, lifetimes: &Lifetimes) -> bool {
@@ -189,35 +200,32 @@ pub fn serving_is_current(
 
 fn sans(cert_pem: &str) -> Result<Vec<String>, CertError> {
     use x509_parser::extensions::GeneralName;
-    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
-        .map_err(|e| CertError::Parse(e.to_string()))?;
-    let cert = pem
-        .parse_x509()
-        .map_err(|e| CertError::Parse(e.to_string()))?;
-    let names = cert
-        .subject_alternative_name()
-        .map_err(|e| CertError::Parse(e.to_string()))?
-        .map(|ext| {
-            ext.value
-                .general_names
-                .iter()
-                .filter_map(|name| match name {
-                    GeneralName::DNSName(dns) => Some((*dns).to_owned()),
-                    GeneralName::IPAddress(bytes) => match bytes.len() {
-                        4 => <[u8; 4]>::try_from(*bytes)
-                            .ok()
-                            .map(|b| IpAddr::from(b).to_string()),
-                        16 => <[u8; 16]>::try_from(*bytes)
-                            .ok()
-                            .map(|b| IpAddr::from(b).to_string()),
+    read_certificate(cert_pem, |cert| {
+        let names = cert
+            .subject_alternative_name()
+            .map_err(|e| CertError::Parse(e.to_string()))?
+            .map(|ext| {
+                ext.value
+                    .general_names
+                    .iter()
+                    .filter_map(|name| match name {
+                        GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                        GeneralName::IPAddress(bytes) => match bytes.len() {
+                            4 => <[u8; 4]>::try_from(*bytes)
+                                .ok()
+                                .map(|b| IpAddr::from(b).to_string()),
+                            16 => <[u8; 16]>::try_from(*bytes)
+                                .ok()
+                                .map(|b| IpAddr::from(b).to_string()),
+                            _ => None,
+                        },
                         _ => None,
-                    },
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(names)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(names)
+    })
 }
 
 /// Issues a serving certificate for `names`, signed by the CA.

@@ -36,6 +36,22 @@ fn module() -> Vec<u8> {
     std::fs::read(policy_path("pod-privileged")).unwrap()
 }
 
+/// The OCI manifest the registry stores for `repository:tag`.
+async fn stored_manifest(registry: &Registry, repository: &str, tag: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!(
+            "http://{}/v2/{repository}/manifests/{tag}",
+            registry.host
+        ))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn assert_runs(path: &std::path::Path) {
     let policy = loader()
         .load_file(path, PolicyConfig::new("fetched"))
@@ -74,18 +90,7 @@ async fn push_then_pull_by_tag_and_by_digest_and_run() {
     assert_eq!(by_digest.path, by_tag.path);
 
     // The manifest carries Kubewarden's media types and the metadata annotations.
-    let manifest: serde_json::Value = reqwest::Client::new()
-        .get(format!(
-            "http://{}/v2/policies/pod-privileged/manifests/v1",
-            registry.host
-        ))
-        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let manifest = stored_manifest(&registry, "policies/pod-privileged", "v1").await;
     assert_eq!(
         manifest["config"]["mediaType"],
         "application/vnd.wasm.config.v1+json"
@@ -106,18 +111,7 @@ async fn push_then_pull_by_tag_and_by_digest_and_run() {
     f.push(&labels, &labels_tag).await.unwrap();
     let pulled = f.fetch(&labels_tag).await.unwrap();
     assert_eq!(std::fs::read(&pulled.path).unwrap(), labels);
-    let manifest: serde_json::Value = reqwest::Client::new()
-        .get(format!(
-            "http://{}/v2/policies/required-labels/manifests/v1",
-            registry.host
-        ))
-        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let manifest = stored_manifest(&registry, "policies/required-labels", "v1").await;
     let usage = manifest["annotations"]["io.kubewarden.policy.usage"]
         .as_str()
         .unwrap();

@@ -91,16 +91,17 @@ const CA_CERT_KEY: &str = "ca.crt";
 const CA_KEY_KEY: &str = "ca.key";
 const CA_BUNDLE_KEY: &str = "ca-bundle.crt";
 
+/// One key of a Secret as text (PEM), if present and UTF-8.
+fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    String::from_utf8(bytes.0.clone()).ok()
+}
+
 fn authority_from_secret(secret: &Secret) -> Option<Authority> {
-    let data = secret.data.as_ref()?;
-    let text = |key: &str| {
-        data.get(key)
-            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
-    };
     Some(Authority {
-        cert_pem: text(CA_CERT_KEY)?,
-        key_pem: text(CA_KEY_KEY)?,
-        bundle_pem: text(CA_BUNDLE_KEY).unwrap_or_default(),
+        cert_pem: secret_text(secret, CA_CERT_KEY)?,
+        key_pem: secret_text(secret, CA_KEY_KEY)?,
+        bundle_pem: secret_text(secret, CA_BUNDLE_KEY).unwrap_or_default(),
     })
 }
 

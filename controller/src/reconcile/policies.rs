@@ -253,9 +253,10 @@ async fn apply<K: PolicyResource>(policy: &K, context: &Context) -> Result<Actio
         .get_opt(&object_name(&server_name))
         .await?;
     let state = rollout(deployment.as_ref(), &config_hash(&config));
-    let registered = webhook_registered(context, &id).await?;
     let facts = rollout_facts(&state);
-    if !state.up_to_date && !registered {
+    // A registered webhook stays through later rollouts; only a policy
+    // waiting for its first one needs to know.
+    if !state.up_to_date && !webhook_registered(context, &id).await? {
         let mut facts = facts;
         facts.push(Fact::new(
             "PolicyActive",

@@ -25,8 +25,8 @@ use kube::ResourceExt;
 use time::OffsetDateTime;
 
 use super::{
-    authority_from_secret, counted, delete_if_present, drain, Context, Error, CA_BUNDLE_KEY,
-    CA_CERT_KEY, CA_KEY_KEY, FINALIZER, MANAGER, RETRY,
+    authority_from_secret, counted, delete_if_present, drain, secret_text, Context, Error,
+    CA_BUNDLE_KEY, CA_CERT_KEY, CA_KEY_KEY, FINALIZER, MANAGER, RETRY,
 };
 use crate::certs::{self, Authority, Serving};
 use crate::crd::PolicyServer;
@@ -273,13 +273,7 @@ async fn ensure_serving_certificate(
     let object = object_name(&name);
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &context.namespace);
     let existing = secrets.get_opt(&object).await?;
-    let text = |key: &str| {
-        existing
-            .as_ref()
-            .and_then(|s| s.data.as_ref())
-            .and_then(|d| d.get(key))
-            .and_then(|b| String::from_utf8(b.0.clone()).ok())
-    };
+    let text = |key: &str| existing.as_ref().and_then(|s| secret_text(s, key));
     let current = match (text(TLS_CERT), text(TLS_KEY)) {
         (Some(cert_pem), Some(key_pem)) => Some(Serving { cert_pem, key_pem }),
         _ => None,
