@@ -7,8 +7,7 @@ CACHE_HOME ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)
 export CARGO_TARGET_DIR ?= $(CACHE_HOME)/palisade/target
 export PALISADE_POLICY_DIR ?= $(CARGO_TARGET_DIR)/policies
 export PALISADE_BIN_DIR ?= $(CACHE_HOME)/palisade/bin
-export PALISADE_REGISTRY_BIN ?= $(PALISADE_BIN_DIR)/registry
-FIXTURES ?= $(abspath ../shared/fixtures/admission)
+export FIXTURES ?= $(abspath ../shared/fixtures/admission)
 
 .PHONY: demo serve test go-tools crds lint policies bench bench-server clean-policies
 

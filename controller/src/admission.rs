@@ -11,21 +11,26 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use k8s_openapi::api::admissionregistration::v1::{
-    RuleWithOperations, ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration,
-    WebhookClientConfig,
+    RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::ByteString;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use kube::core::DynamicObject;
 
-use crate::crd::PolicyServer;
+use crate::crd::{
+    AdmissionPolicy, AdmissionPolicyGroup, ClusterAdmissionPolicy, ClusterAdmissionPolicyGroup,
+    PolicyServer,
+};
+use crate::kinds::PolicyResource;
+use crate::objects::sources;
 use crate::settings::{CheckError, SettingsChecker};
-use palisade_host::fetch::Sources;
+use crate::webhook::WebhookEndpoint;
 
 /// Name of the controller's ValidatingWebhookConfiguration.
 pub const WEBHOOK_NAME: &str = "palisade-controller";
+/// The Service in front of the controller's webhook, in a cluster.
+pub const SERVICE_NAME: &str = "palisade-controller";
 /// Path the webhook is served on.
 pub const WEBHOOK_PATH: &str = "/validate-policies";
 const MAX_BODY: usize = 3 << 20;
@@ -46,29 +51,16 @@ impl std::fmt::Debug for Reviewer {
     }
 }
 
-/// Answers one AdmissionReview for a policy resource.
+/// Answers one AdmissionReview for a policy resource. A request that is not
+/// a review still gets one, saying what was wrong (the API server shows it).
 pub async fn handle(reviewer: Arc<Reviewer>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     if request.uri().path() != WEBHOOK_PATH {
         return reply(StatusCode::NOT_FOUND, Bytes::from_static(b"not found"));
     }
-    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) => return reply(StatusCode::BAD_REQUEST, Bytes::from(e.to_string())),
+    let response = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(body) => answer(&reviewer, &body.to_bytes()).await,
+        Err(e) => AdmissionResponse::invalid(format!("cannot read the request body: {e}")),
     };
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
-        Ok(review) => review,
-        Err(e) => {
-            return reply(
-                StatusCode::BAD_REQUEST,
-                Bytes::from(format!("not an AdmissionReview: {e}")),
-            )
-        }
-    };
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(request) => request,
-        Err(_) => return reply(StatusCode::BAD_REQUEST, Bytes::from_static(b"no request")),
-    };
-    let response = review_policy(&reviewer, &request).await;
     match serde_json::to_vec(&response.into_review()) {
         Ok(json) => reply(StatusCode::OK, Bytes::from(json)),
         Err(e) => reply(
@@ -78,73 +70,73 @@ pub async fn handle(reviewer: Arc<Reviewer>, request: Request<Incoming>) -> Resp
     }
 }
 
+async fn answer(reviewer: &Reviewer, body: &[u8]) -> AdmissionResponse {
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+        Ok(review) => review,
+        Err(e) => return AdmissionResponse::invalid(format!("not an AdmissionReview: {e}")),
+    };
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(request) => request,
+        Err(e) => return AdmissionResponse::invalid(format!("the review has no request: {e}")),
+    };
+    match request.kind.kind.as_str() {
+        ClusterAdmissionPolicy::KIND => {
+            check_policy::<ClusterAdmissionPolicy>(reviewer, &request).await
+        }
+        AdmissionPolicy::KIND => check_policy::<AdmissionPolicy>(reviewer, &request).await,
+        ClusterAdmissionPolicyGroup::KIND => {
+            check_policy::<ClusterAdmissionPolicyGroup>(reviewer, &request).await
+        }
+        AdmissionPolicyGroup::KIND => {
+            check_policy::<AdmissionPolicyGroup>(reviewer, &request).await
+        }
+        other => AdmissionResponse::from(&request).deny(format!(
+            "this webhook reviews the policy kinds, not `{other}`"
+        )),
+    }
+}
+
 fn reply(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response
 }
 
-/// Every (name, module, settings) a policy resource runs.
-fn modules(object: &DynamicObject) -> Vec<(String, String, serde_json::Value)> {
-    let Some(spec) = object.data.get("spec") else {
-        return Vec::new();
-    };
-    let settings = |v: &serde_json::Value| {
-        v.get("settings")
-            .cloned()
-            .unwrap_or_else(|| serde_json::json!({}))
-    };
-    if let Some(members) = spec.get("policies").and_then(|p| p.as_object()) {
-        return members
-            .iter()
-            .filter_map(|(name, m)| {
-                Some((
-                    name.clone(),
-                    m.get("module")?.as_str()?.to_owned(),
-                    settings(m),
-                ))
-            })
-            .collect();
-    }
-    match spec.get("module").and_then(|m| m.as_str()) {
-        Some(module) => vec![(String::new(), module.to_owned(), settings(spec))],
-        None => Vec::new(),
-    }
-}
-
-/// The module sources of the PolicyServer the policy names (the defaults
-/// when it does not exist yet or cannot be read).
-async fn sources(client: &kube::Client, object: &DynamicObject) -> Sources {
-    let name = object
-        .data
-        .pointer("/spec/policyServer")
-        .and_then(|v| v.as_str())
-        .unwrap_or("default");
-    match Api::<PolicyServer>::all(client.clone()).get_opt(name).await {
-        Ok(Some(server)) => crate::policy_server::sources(&server),
-        _ => Sources::default(),
-    }
-}
-
-async fn review_policy(
+/// Checks every module of the policy with its settings, fetching with the
+/// sources of the PolicyServer the policy names.
+async fn check_policy<K: PolicyResource>(
     reviewer: &Reviewer,
     request: &AdmissionRequest<DynamicObject>,
 ) -> AdmissionResponse {
-    let mut response = AdmissionResponse::from(request);
+    let response = AdmissionResponse::from(request);
     let Some(object) = &request.object else {
         return response;
     };
-    let sources = sources(&reviewer.client, object).await;
+    let policy: K = match serde_json::to_value(object).and_then(serde_json::from_value) {
+        Ok(policy) => policy,
+        Err(e) => return response.deny(format!("not a valid {}: {e}", K::KIND)),
+    };
+    let server_name = &policy.webhook().policy_server;
+    // A PolicyServer that does not exist yet is no error (the policy waits
+    // for it); one that cannot be read is, rather than a guess at its sources.
+    let sources = match Api::<PolicyServer>::all(reviewer.client.clone())
+        .get_opt(server_name)
+        .await
+    {
+        Ok(server) => server.as_ref().map(sources).unwrap_or_default(),
+        Err(e) => {
+            let mut response =
+                response.deny(format!("cannot read PolicyServer `{server_name}`: {e}"));
+            response.result.code = 500;
+            return response;
+        }
+    };
     let mut warnings = Vec::new();
-    for (member, module, settings) in modules(object) {
-        let label = if member.is_empty() {
-            String::new()
-        } else {
-            format!("policy `{member}`: ")
-        };
+    for module in policy.modules() {
+        let label = module.label();
         match reviewer
             .checker
-            .check_with(&request.name, &module, &settings, &sources)
+            .check_with(&request.name, module.module, module.settings, &sources)
             .await
         {
             Ok(()) => {}
@@ -153,45 +145,27 @@ async fn review_policy(
             }
             // A registry outage must not block applying policies; the
             // policy's status says why it is not active yet.
-            Err(CheckError::Module(reason)) => warnings.push(format!(
-                "{label}settings not checked, the module could not be loaded: {reason}"
+            Err(problem) => warnings.push(format!(
+                "{label}settings not checked ({}): {problem}",
+                problem.reason()
             )),
         }
     }
     if !warnings.is_empty() {
+        let mut response = response;
         response.warnings = Some(warnings);
+        return response;
     }
     response
 }
 
-/// How the API server reaches this webhook.
-#[derive(Debug, Clone)]
-pub enum AdmissionEndpoint {
-    Url(String),
-    Service { namespace: String, name: String },
-}
-
-/// Registers (or updates) the controller's webhook for the policy kinds.
+/// Registers (or updates) the controller's webhook for the policy kinds,
+/// served by the Service [`SERVICE_NAME`] or under a base URL.
 pub async fn register(
     client: &kube::Client,
-    endpoint: &AdmissionEndpoint,
+    endpoint: &WebhookEndpoint,
     ca_bundle: &[u8],
 ) -> Result<(), kube::Error> {
-    let (url, service) = match endpoint {
-        AdmissionEndpoint::Url(base) => (
-            Some(format!("{}{WEBHOOK_PATH}", base.trim_end_matches('/'))),
-            None,
-        ),
-        AdmissionEndpoint::Service { namespace, name } => (
-            None,
-            Some(ServiceReference {
-                name: name.clone(),
-                namespace: namespace.clone(),
-                path: Some(WEBHOOK_PATH.to_owned()),
-                port: Some(443),
-            }),
-        ),
-    };
     let config = ValidatingWebhookConfiguration {
         metadata: ObjectMeta {
             name: Some(WEBHOOK_NAME.to_owned()),
@@ -199,11 +173,7 @@ pub async fn register(
         },
         webhooks: Some(vec![ValidatingWebhook {
             name: "policies.palisade.admission".to_owned(),
-            client_config: WebhookClientConfig {
-                ca_bundle: Some(ByteString(ca_bundle.to_vec())),
-                service,
-                url,
-            },
+            client_config: endpoint.client_config(SERVICE_NAME, "", WEBHOOK_PATH, ca_bundle),
             rules: Some(vec![RuleWithOperations {
                 api_groups: Some(vec![crate::crd::GROUP.to_owned()]),
                 api_versions: Some(vec!["v1".to_owned()]),

@@ -3,11 +3,14 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::{Api, Client, ResourceExt};
-use serde_json::{json, Map, Value};
+use palisade_host::server::config::{
+    self, Entry, GroupSpec, ModuleSpec, NamespacedName, PolicySpec,
+};
+use serde_json::Value;
 
 use crate::crd::{
     AdmissionPolicy, AdmissionPolicyGroup, ClusterAdmissionPolicy, ClusterAdmissionPolicyGroup,
-    PolicyGroupMember, PolicyMode, PolicyStatus, WebhookFields,
+    ContextAwareResource, GroupFields, PolicyFields, PolicyMode, PolicyStatus, WebhookFields,
 };
 
 /// The label every Kubernetes namespace carries with its own name.
@@ -22,7 +25,30 @@ pub struct Module<'a> {
     pub settings: &'a Value,
 }
 
-/// A policy resource of any kind.
+impl Module<'_> {
+    /// How messages about this module start: `policy `name`: ` for a group
+    /// member, nothing for a single policy.
+    pub fn label(&self) -> String {
+        self.member
+            .map(|m| format!("policy `{m}`: "))
+            .unwrap_or_default()
+    }
+}
+
+/// What a policy resource runs: one module, or a group of them.
+#[derive(Debug, Clone, Copy)]
+pub enum Runs<'a> {
+    Single {
+        policy: &'a PolicyFields,
+        /// What the policy may read from the cluster (cluster-wide kinds only).
+        context_aware: &'a [ContextAwareResource],
+    },
+    Group(&'a GroupFields),
+}
+
+/// A policy resource of any kind. The four kinds differ in two ways only:
+/// namespaced or cluster-wide, and one module or a group; everything else
+/// is derived here once.
 pub trait PolicyResource:
     kube::Resource<DynamicType = ()>
     + Clone
@@ -33,299 +59,227 @@ pub trait PolicyResource:
     + Sync
     + 'static
 {
-    /// The id the policy is served under (`/validate/<id>`), as Kubewarden names it.
-    fn id(&self) -> String;
+    /// The kind's name, for logs and metric labels.
+    const KIND: &'static str;
+    /// Namespaced policies see only their namespace and get the host
+    /// capabilities their PolicyServer allows; cluster-wide ones get all.
+    const NAMESPACED: bool;
+
     fn webhook(&self) -> &WebhookFields;
-    fn mutating(&self) -> bool;
-    fn modules(&self) -> Vec<Module<'_>>;
+    fn runs(&self) -> Runs<'_>;
     fn status(&self) -> Option<&PolicyStatus>;
+    /// The user's namespace selector (cluster-wide kinds only).
+    fn user_namespace_selector(&self) -> Option<&LabelSelector>;
+
+    /// The id the policy is served under (`/validate/<id>`), as Kubewarden names it.
+    fn id(&self) -> String {
+        let group = if matches!(self.runs(), Runs::Group(_)) {
+            "group-"
+        } else {
+            ""
+        };
+        if Self::NAMESPACED {
+            format!(
+                "namespaced-{group}{}-{}",
+                self.namespace().unwrap_or_default(),
+                self.name_any()
+            )
+        } else {
+            format!("clusterwide-{group}{}", self.name_any())
+        }
+    }
+
+    /// Whether the webhook is a mutating one; a group never mutates.
+    fn mutating(&self) -> bool {
+        match self.runs() {
+            Runs::Single { policy, .. } => policy.mutating,
+            Runs::Group(_) => false,
+        }
+    }
+
+    /// The modules, with their settings, in member order.
+    fn modules(&self) -> Vec<Module<'_>> {
+        match self.runs() {
+            Runs::Single { policy, .. } => vec![Module {
+                member: None,
+                module: &policy.module,
+                settings: &policy.settings,
+            }],
+            Runs::Group(group) => group
+                .policies
+                .iter()
+                .map(|(name, member)| Module {
+                    member: Some(name),
+                    module: &member.module,
+                    settings: &member.settings,
+                })
+                .collect(),
+        }
+    }
+
     /// The `policies.yml` entry. Cluster-wide policies may use every host
     /// capability; namespaced ones get what their PolicyServer allows.
-    fn entry(&self, namespaced_capabilities: &[String]) -> Value;
-    /// The namespaces the webhook sees.
-    fn namespace_selector(&self, engine_namespace: &str) -> LabelSelector;
+    fn entry(&self, namespaced_capabilities: &[String]) -> Entry {
+        let capabilities = if Self::NAMESPACED {
+            namespaced_capabilities.to_vec()
+        } else {
+            vec!["*".to_owned()]
+        };
+        let webhook = self.webhook();
+        let namespaced_name = Some(NamespacedName {
+            namespace: self.namespace(),
+            name: self.name_any(),
+        });
+        match self.runs() {
+            Runs::Single {
+                policy,
+                context_aware,
+            } => Entry::Policy(PolicySpec {
+                module: ModuleSpec {
+                    module: policy.module.clone(),
+                    settings: policy.settings.clone(),
+                    context_aware_resources: context_aware.iter().map(host_resource).collect(),
+                    timeout_eval_seconds: seconds(webhook.timeout_eval_seconds),
+                    host_capabilities: capabilities,
+                },
+                policy_mode: mode(webhook.mode),
+                allowed_to_mutate: policy.mutating,
+                message: policy.message.clone(),
+                namespaced_name,
+            }),
+            Runs::Group(group) => Entry::Group(GroupSpec {
+                policy_mode: mode(webhook.mode),
+                policies: group
+                    .policies
+                    .iter()
+                    .map(|(name, member)| {
+                        let spec = ModuleSpec {
+                            module: member.module.clone(),
+                            settings: member.settings.clone(),
+                            context_aware_resources: member
+                                .context_aware_resources
+                                .iter()
+                                .map(host_resource)
+                                .collect(),
+                            timeout_eval_seconds: seconds(member.timeout_eval_seconds),
+                            host_capabilities: capabilities.clone(),
+                        };
+                        (name.clone(), spec)
+                    })
+                    .collect(),
+                expression: group.expression.clone(),
+                message: group.message.clone(),
+                namespaced_name,
+            }),
+        }
+    }
+
+    /// The namespaces the webhook sees. Cluster-wide policies never see the
+    /// engine's own namespace (a broken policy must not lock the operator
+    /// out of fixing it); namespaced policies see only their own.
+    fn namespace_selector(&self, engine_namespace: &str) -> LabelSelector {
+        if Self::NAMESPACED {
+            return LabelSelector {
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: NAMESPACE_NAME_LABEL.into(),
+                    operator: "In".into(),
+                    values: Some(vec![self.namespace().unwrap_or_default()]),
+                }]),
+                match_labels: None,
+            };
+        }
+        let mut selector = self.user_namespace_selector().cloned().unwrap_or_default();
+        selector
+            .match_expressions
+            .get_or_insert_with(Vec::new)
+            .push(LabelSelectorRequirement {
+                key: NAMESPACE_NAME_LABEL.into(),
+                operator: "NotIn".into(),
+                values: Some(vec![engine_namespace.to_owned()]),
+            });
+        selector
+    }
+
     /// An Api that can get, patch and finalize this object.
     fn object_api(&self, client: Client) -> Api<Self>;
 }
 
-fn mode(mode: PolicyMode) -> &'static str {
+fn mode(mode: PolicyMode) -> config::PolicyMode {
     match mode {
-        PolicyMode::Protect => "protect",
-        PolicyMode::Monitor => "monitor",
+        PolicyMode::Protect => config::PolicyMode::Protect,
+        PolicyMode::Monitor => config::PolicyMode::Monitor,
     }
 }
 
-fn namespaced_name(resource: &impl kube::Resource) -> Value {
-    match resource.meta().namespace.as_deref() {
-        Some(namespace) => json!({"namespace": namespace, "name": resource.meta().name}),
-        None => json!({"name": resource.meta().name}),
+/// The CRDs hold seconds as Kubernetes integers (at least 1, by schema).
+fn seconds(value: Option<i32>) -> Option<u64> {
+    value.and_then(|s| u64::try_from(s).ok())
+}
+
+fn host_resource(resource: &ContextAwareResource) -> config::ContextAwareResource {
+    config::ContextAwareResource {
+        api_version: resource.api_version.clone(),
+        kind: resource.kind.clone(),
     }
 }
 
-fn insert_optional(entry: &mut Value, key: &str, value: Option<Value>) {
-    if let (Some(object), Some(value)) = (entry.as_object_mut(), value) {
-        object.insert(key.to_owned(), value);
-    }
-}
-
-/// What a single (not group) policy puts into its entry.
-struct Single<'a> {
-    module: &'a str,
-    settings: &'a Value,
-    mutating: bool,
-    webhook: &'a WebhookFields,
-    message: Option<&'a String>,
-    context_aware: Value,
-}
-
-fn single_entry(
-    resource: &impl kube::Resource,
-    single: Single<'_>,
-    capabilities: &[String],
-) -> Value {
-    let mut entry = json!({
-        "module": single.module,
-        "settings": single.settings,
-        "policyMode": mode(single.webhook.mode),
-        "allowedToMutate": single.mutating,
-        "contextAwareResources": single.context_aware,
-        "hostCapabilities": capabilities,
-        "namespacedName": namespaced_name(resource),
-    });
-    insert_optional(&mut entry, "message", single.message.map(|m| json!(m)));
-    insert_optional(
-        &mut entry,
-        "timeoutEvalSeconds",
-        single.webhook.timeout_eval_seconds.map(|t| json!(t)),
-    );
-    entry
-}
-
-fn group_entry(
-    resource: &impl kube::Resource,
-    members: &std::collections::BTreeMap<String, PolicyGroupMember>,
-    expression: &str,
-    message: &str,
-    webhook: &WebhookFields,
-    capabilities: &[String],
-) -> Value {
-    let policies: Map<String, Value> = members
-        .iter()
-        .map(|(name, member)| {
-            let mut value = json!({
-                "module": member.module,
-                "settings": member.settings,
-                "contextAwareResources": member.context_aware_resources,
-                "hostCapabilities": capabilities,
-            });
-            insert_optional(
-                &mut value,
-                "timeoutEvalSeconds",
-                member.timeout_eval_seconds.map(|t| json!(t)),
-            );
-            (name.clone(), value)
-        })
-        .collect();
-    json!({
-        "policies": policies,
-        "expression": expression,
-        "message": message,
-        "policyMode": mode(webhook.mode),
-        "namespacedName": namespaced_name(resource),
-    })
-}
-
-fn group_modules(
-    members: &std::collections::BTreeMap<String, PolicyGroupMember>,
-) -> Vec<Module<'_>> {
-    members
-        .iter()
-        .map(|(name, member)| Module {
-            member: Some(name),
-            module: &member.module,
-            settings: &member.settings,
-        })
-        .collect()
-}
-
-/// Cluster-wide policies never see the engine's own namespace (a broken
-/// policy must not lock the operator out of fixing it).
-fn cluster_selector(user: Option<&LabelSelector>, engine_namespace: &str) -> LabelSelector {
-    let mut selector = user.cloned().unwrap_or_default();
-    selector
-        .match_expressions
-        .get_or_insert_with(Vec::new)
-        .push(LabelSelectorRequirement {
-            key: NAMESPACE_NAME_LABEL.into(),
-            operator: "NotIn".into(),
-            values: Some(vec![engine_namespace.to_owned()]),
-        });
-    selector
-}
-
-/// Namespaced policies see only their own namespace.
-fn own_namespace_selector(resource: &impl kube::Resource) -> LabelSelector {
-    LabelSelector {
-        match_expressions: Some(vec![LabelSelectorRequirement {
-            key: NAMESPACE_NAME_LABEL.into(),
-            operator: "In".into(),
-            values: Some(vec![resource.meta().namespace.clone().unwrap_or_default()]),
-        }]),
-        match_labels: None,
-    }
-}
-
-/// The trait methods that read the same fields in both single-policy kinds.
-macro_rules! single_policy_fields {
-    () => {
-        fn webhook(&self) -> &WebhookFields {
-            &self.spec.webhook
+/// The trait for one kind: its scope (`cluster` or `namespaced`), what it
+/// runs and its user namespace selector, read from its spec.
+macro_rules! policy_kind {
+    ($kind:ident, $scope:ident, runs: |$spec:ident| $runs:expr, selector: |$s:ident| $selector:expr) => {
+        impl PolicyResource for $kind {
+            const KIND: &'static str = stringify!($kind);
+            const NAMESPACED: bool = policy_kind!(@namespaced $scope);
+            fn webhook(&self) -> &WebhookFields {
+                &self.spec.webhook
+            }
+            fn runs(&self) -> Runs<'_> {
+                let $spec = &self.spec;
+                $runs
+            }
+            fn status(&self) -> Option<&PolicyStatus> {
+                self.status.as_ref()
+            }
+            fn user_namespace_selector(&self) -> Option<&LabelSelector> {
+                let $s = &self.spec;
+                $selector
+            }
+            fn object_api(&self, client: Client) -> Api<Self> {
+                policy_kind!(@api $scope, self, client)
+            }
         }
-        fn mutating(&self) -> bool {
-            self.spec.mutating
-        }
-        fn modules(&self) -> Vec<Module<'_>> {
-            vec![Module {
-                member: None,
-                module: &self.spec.module,
-                settings: &self.spec.settings,
-            }]
-        }
-        fn status(&self) -> Option<&PolicyStatus> {
-            self.status.as_ref()
-        }
+    };
+    (@namespaced cluster) => { false };
+    (@namespaced namespaced) => { true };
+    (@api cluster, $self:ident, $client:ident) => { Api::all($client) };
+    (@api namespaced, $self:ident, $client:ident) => {
+        Api::namespaced($client, &$self.namespace().unwrap_or_default())
     };
 }
 
-/// The same for both group kinds; a group never mutates.
-macro_rules! group_policy_fields {
-    () => {
-        fn webhook(&self) -> &WebhookFields {
-            &self.spec.webhook
-        }
-        fn mutating(&self) -> bool {
-            false
-        }
-        fn modules(&self) -> Vec<Module<'_>> {
-            group_modules(&self.spec.policies)
-        }
-        fn status(&self) -> Option<&PolicyStatus> {
-            self.status.as_ref()
-        }
-    };
-}
-
-const ALL_CAPABILITIES: &[&str] = &["*"];
-
-fn all_capabilities() -> Vec<String> {
-    ALL_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()
-}
-
-impl PolicyResource for ClusterAdmissionPolicy {
-    fn object_api(&self, client: Client) -> Api<Self> {
-        Api::all(client)
-    }
-    fn id(&self) -> String {
-        format!("clusterwide-{}", self.name_any())
-    }
-    single_policy_fields!();
-    fn entry(&self, _: &[String]) -> Value {
-        let single = Single {
-            module: &self.spec.module,
-            settings: &self.spec.settings,
-            mutating: self.spec.mutating,
-            webhook: &self.spec.webhook,
-            message: self.spec.message.as_ref(),
-            context_aware: json!(self.spec.context_aware_resources),
-        };
-        single_entry(self, single, &all_capabilities())
-    }
-    fn namespace_selector(&self, engine_namespace: &str) -> LabelSelector {
-        cluster_selector(self.spec.namespace_selector.as_ref(), engine_namespace)
-    }
-}
-
-impl PolicyResource for AdmissionPolicy {
-    fn object_api(&self, client: Client) -> Api<Self> {
-        Api::namespaced(client, &self.namespace().unwrap_or_default())
-    }
-    fn id(&self) -> String {
-        format!(
-            "namespaced-{}-{}",
-            self.namespace().unwrap_or_default(),
-            self.name_any()
-        )
-    }
-    single_policy_fields!();
-    fn entry(&self, namespaced_capabilities: &[String]) -> Value {
-        let single = Single {
-            module: &self.spec.module,
-            settings: &self.spec.settings,
-            mutating: self.spec.mutating,
-            webhook: &self.spec.webhook,
-            message: self.spec.message.as_ref(),
-            context_aware: json!([]),
-        };
-        single_entry(self, single, namespaced_capabilities)
-    }
-    fn namespace_selector(&self, _: &str) -> LabelSelector {
-        own_namespace_selector(self)
-    }
-}
-
-impl PolicyResource for ClusterAdmissionPolicyGroup {
-    fn object_api(&self, client: Client) -> Api<Self> {
-        Api::all(client)
-    }
-    fn id(&self) -> String {
-        format!("clusterwide-group-{}", self.name_any())
-    }
-    group_policy_fields!();
-    fn entry(&self, _: &[String]) -> Value {
-        group_entry(
-            self,
-            &self.spec.policies,
-            &self.spec.expression,
-            &self.spec.message,
-            &self.spec.webhook,
-            &all_capabilities(),
-        )
-    }
-    fn namespace_selector(&self, engine_namespace: &str) -> LabelSelector {
-        cluster_selector(self.spec.namespace_selector.as_ref(), engine_namespace)
-    }
-}
-
-impl PolicyResource for AdmissionPolicyGroup {
-    fn object_api(&self, client: Client) -> Api<Self> {
-        Api::namespaced(client, &self.namespace().unwrap_or_default())
-    }
-    fn id(&self) -> String {
-        format!(
-            "namespaced-group-{}-{}",
-            self.namespace().unwrap_or_default(),
-            self.name_any()
-        )
-    }
-    group_policy_fields!();
-    fn entry(&self, namespaced_capabilities: &[String]) -> Value {
-        group_entry(
-            self,
-            &self.spec.policies,
-            &self.spec.expression,
-            &self.spec.message,
-            &self.spec.webhook,
-            namespaced_capabilities,
-        )
-    }
-    fn namespace_selector(&self, _: &str) -> LabelSelector {
-        own_namespace_selector(self)
-    }
-}
+policy_kind!(ClusterAdmissionPolicy, cluster,
+    runs: |spec| Runs::Single {
+        policy: &spec.policy,
+        context_aware: &spec.context_aware_resources,
+    },
+    selector: |spec| spec.namespace_selector.as_ref());
+policy_kind!(AdmissionPolicy, namespaced,
+    runs: |spec| Runs::Single {
+        policy: &spec.policy,
+        context_aware: &[],
+    },
+    selector: |_spec| None);
+policy_kind!(ClusterAdmissionPolicyGroup, cluster,
+    runs: |spec| Runs::Group(&spec.group),
+    selector: |spec| spec.namespace_selector.as_ref());
+policy_kind!(AdmissionPolicyGroup, namespaced,
+    runs: |spec| Runs::Group(&spec.group),
+    selector: |_spec| None);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn from<T: serde::de::DeserializeOwned>(value: Value) -> T {
         serde_json::from_value(value).unwrap()
@@ -370,7 +324,7 @@ mod tests {
             requirement.values.as_deref(),
             Some(&["team".to_owned()][..])
         );
-        let entry = ap.entry(&["net/*".to_owned()]);
+        let entry = serde_json::to_value(ap.entry(&["net/*".to_owned()])).unwrap();
         assert_eq!(entry["hostCapabilities"], json!(["net/*"]));
         assert_eq!(entry["policyMode"], "monitor");
         assert_eq!(
@@ -387,12 +341,10 @@ mod tests {
             "spec": {"policies": {"a": {"module": "m1", "settings": {"x": 1}}, "b": {"module": "m2"}},
                      "expression": "a() && !b()", "message": "no"}}),
         );
-        let entry = capg.entry(&[]);
-        let config = palisade_host::server::config::PoliciesConfig::parse(
-            &serde_json::to_string(&json!({"g": entry})).unwrap(),
-            "test",
-        )
-        .unwrap();
+        let config = config::PoliciesConfig {
+            entries: [("g".to_owned(), capg.entry(&[]))].into(),
+        };
+        let config = config::PoliciesConfig::parse(&config.to_text(), "test").unwrap();
         assert_eq!(config.modules(), vec!["m1".to_owned(), "m2".to_owned()]);
         assert_eq!(capg.modules().len(), 2);
         assert_eq!(capg.modules()[0].member, Some("a"));

@@ -4,14 +4,17 @@
 //! policies into policy-server configuration and webhook registrations,
 //! with settings checked through the same host crate the policy-server runs.
 
+pub mod activation;
 pub mod admission;
 pub mod certs;
+pub mod conditions;
 pub mod crd;
 pub mod kinds;
 pub mod leader;
 pub mod metrics;
-pub mod policy;
-pub mod policy_server;
+pub mod objects;
+pub mod pki_secrets;
 pub mod reconcile;
 pub mod rollout;
 pub mod settings;
+pub mod webhook;

@@ -5,7 +5,8 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 
-use crate::policy_server::CONFIG_HASH_ANNOTATION;
+use crate::conditions::ConditionSpec;
+use crate::objects::CONFIG_HASH_ANNOTATION;
 
 /// Where a rollout is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +18,24 @@ pub struct Rollout {
     pub uniquely_reachable: bool,
     /// What is being waited for, when `up_to_date` is false.
     pub waiting_for: String,
+}
+
+impl Rollout {
+    /// A condition of type `type_`: true (`RolloutComplete`, `complete`)
+    /// once every pod runs the configuration, false (`RolloutInProgress`)
+    /// with what is awaited before that.
+    pub fn condition(&self, type_: &'static str, complete: &str) -> ConditionSpec {
+        if self.up_to_date {
+            ConditionSpec::new(type_, true, "RolloutComplete", complete)
+        } else {
+            ConditionSpec::new(
+                type_,
+                false,
+                "RolloutInProgress",
+                format!("waiting for {}", self.waiting_for),
+            )
+        }
+    }
 }
 
 /// The rollout of `deployment` towards the configuration hashed as `expected`.

@@ -18,6 +18,10 @@ pub enum CheckError {
     /// The policy refused its settings (the policy's own message).
     #[error("{0}")]
     Settings(String),
+    /// `validate-settings` did not run to a verdict (deadline, trap, bad
+    /// JSON): a fault of the policy or of the moment, not a refusal.
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl CheckError {
@@ -26,7 +30,15 @@ impl CheckError {
         match self {
             Self::Module(m) => Self::Module(format!("{prefix}{m}")),
             Self::Settings(m) => Self::Settings(format!("{prefix}{m}")),
+            Self::Failed(m) => Self::Failed(format!("{prefix}{m}")),
         }
+    }
+
+    /// Whether the policy itself gave a verdict on its settings. Only a
+    /// verdict ends the enforcement of an active policy; a registry outage or
+    /// a check that did not finish leaves it registered.
+    pub fn is_verdict(&self) -> bool {
+        matches!(self, Self::Settings(_))
     }
 
     /// The condition reason.
@@ -34,6 +46,7 @@ impl CheckError {
         match self {
             Self::Module(_) => "ModuleUnavailable",
             Self::Settings(_) => "InvalidSettings",
+            Self::Failed(_) => "SettingsCheckFailed",
         }
     }
 }
@@ -165,7 +178,7 @@ impl SettingsChecker {
                 .map_err(|e| CheckError::Module(e.to_string()))?;
             policy.validate_settings(&settings).map_err(|e| match e {
                 palisade_host::SettingsError::Rejected(message) => CheckError::Settings(message),
-                other => CheckError::Settings(other.to_string()),
+                other => CheckError::Failed(other.to_string()),
             })
         })
         .await

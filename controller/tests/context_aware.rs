@@ -10,7 +10,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use palisade_testkit as common;
 
 use std::sync::Arc;
 
@@ -67,7 +67,7 @@ async fn policies_read_the_cluster_only_for_the_resources_they_declared() {
     )));
     let policy_server = palisade_host::server::start(options).await.unwrap();
     let base = format!("http://127.0.0.1:{}", policy_server.addr.port());
-    let http = reqwest::Client::new();
+    let http = common::server::plain_client();
     let ask = |policy: &str, namespace: &str| {
         let request = http
             .post(format!("{base}/validate/{policy}"))

@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use palisade_testkit as common;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
@@ -53,28 +53,15 @@ fn refused(result: Result<DynamicObject, kube::Error>, needle: &str) {
 async fn kubewarden_manifests_apply_unchanged_with_defaults_and_validation() {
     let server = common::ApiServer::start().await;
     let client = server.client();
-    common::install_crds(&client).await;
+    common::install_crds(&client, palisade_controller::crd::crds()).await;
 
     // As Kubewarden's documentation writes them.
     let caps = api(&client, "ClusterAdmissionPolicy", None);
     apply_yaml(
         &caps,
-        r#"
-apiVersion: policies.kubewarden.io/v1
-kind: ClusterAdmissionPolicy
-metadata:
-  name: privileged-pods
-spec:
-  module: registry://ghcr.io/kubewarden/policies/pod-privileged:v0.2.2
-  rules:
-  - apiGroups: [""]
-    apiVersions: ["v1"]
-    resources: ["pods"]
-    operations:
-    - CREATE
-    - UPDATE
-  mutating: false
-"#,
+        &common::kubewarden_privileged_pods_manifest(
+            "registry://ghcr.io/kubewarden/policies/pod-privileged:v0.2.2",
+        ),
     )
     .await
     .unwrap();
@@ -84,7 +71,7 @@ spec:
     assert_eq!(stored.spec.webhook.mode, PolicyMode::Protect);
     assert_eq!(stored.spec.webhook.timeout_seconds, 10);
     assert!(stored.spec.webhook.background_audit);
-    assert_eq!(stored.spec.settings, serde_json::json!({}));
+    assert_eq!(stored.spec.policy.settings, serde_json::json!({}));
 
     apply_yaml(
         &api(&client, "PolicyServer", None),

@@ -12,7 +12,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use palisade_testkit as common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,11 +32,11 @@ use palisade_controller::crd::{
     PolicyStatus, PolicyStatusPhase,
 };
 use palisade_controller::kinds::PolicyResource;
-use palisade_controller::policy::WebhookEndpoint;
 use palisade_controller::reconcile::Context;
 use palisade_controller::settings::SettingsChecker;
+use palisade_controller::webhook::WebhookEndpoint;
 use palisade_host::fetch::FetcherOptions;
-use palisade_host::server::TlsFiles;
+use palisade_host::server::{PoliciesConfig, TlsFiles};
 use serde_json::json;
 
 fn pod(name: &str, privileged: bool) -> Pod {
@@ -58,13 +58,7 @@ fn resource(kind: &str) -> kube::discovery::ApiResource {
 
 /// Applies a manifest as `kubectl apply` would send it (no Rust types involved).
 async fn apply_yaml(client: &kube::Client, yaml: &str) {
-    let object: DynamicObject = serde_yaml::from_str(yaml).unwrap();
-    let kind = object.types.as_ref().unwrap().kind.clone();
-    let api: Api<DynamicObject> = match &object.metadata.namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource(&kind)),
-        None => Api::all_with(client.clone(), &resource(&kind)),
-    };
-    api.create(&PostParams::default(), &object).await.unwrap();
+    common::create_yaml(client, yaml).await.unwrap();
 }
 
 /// Pushes a sample policy to the loopback registry (plain HTTP).
@@ -122,7 +116,7 @@ fn condition<'a>(status: &'a PolicyStatus, type_: &str) -> &'a Condition {
 }
 
 fn secret_text(secret: &Secret, key: &str) -> String {
-    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+    palisade_controller::pki_secrets::secret_text(secret, key).unwrap()
 }
 
 /// Waits until the loopback policy-server serves `id` (it answers 404 for
@@ -143,7 +137,7 @@ async fn wait_served(http: &reqwest::Client, base: &str, id: &str) {
 async fn policy_servers_and_policies_are_reconciled_and_enforced_by_the_api_server() {
     let server = common::ApiServer::start().await;
     let client = server.client();
-    common::install_crds(&client).await;
+    common::install_crds(&client, palisade_controller::crd::crds()).await;
     for namespace in ["kubewarden", "team"] {
         Api::<Namespace>::all(client.clone())
             .create(
@@ -261,29 +255,16 @@ async fn policy_servers_and_policies_are_reconciled_and_enforced_by_the_api_serv
     });
     options.fetch.sources = serde_yaml::from_str(&sources_yml).unwrap();
     options.always_accept_namespace = Some("kubewarden".into());
+    // As the controller's Deployment runs it: every bound policy is in the
+    // configuration, and one that fails to load answers 500 on its own.
+    options.load.continue_on_errors = true;
     let policy_server = palisade_host::server::start(options).await.unwrap();
     let metrics_url = format!("http://{}/metrics", policy_server.readiness_addr);
 
     // An existing Kubewarden manifest for a waPC policy, unchanged.
     apply_yaml(
         &client,
-        &format!(
-            r#"apiVersion: policies.kubewarden.io/v1
-kind: ClusterAdmissionPolicy
-metadata:
-  name: privileged-pods
-spec:
-  module: registry://{wapc_reference}
-  rules:
-  - apiGroups: [""]
-    apiVersions: ["v1"]
-    resources: ["pods"]
-    operations:
-    - CREATE
-    - UPDATE
-  mutating: false
-"#
-        ),
+        &common::kubewarden_privileged_pods_manifest(&format!("registry://{wapc_reference}")),
     )
     .await;
     let caps: Api<ClusterAdmissionPolicy> = Api::all(client.clone());
@@ -498,7 +479,7 @@ spec:
             .and_then(|s| s.allow_privilege_escalation),
         Some(false)
     );
-    let metrics = reqwest::get(&metrics_url)
+    let metrics = common::server::get(&metrics_url)
         .await
         .unwrap()
         .text()
@@ -518,6 +499,59 @@ spec:
         monitored >= 1.0,
         "monitor-mode rejections not counted:\n{metrics}"
     );
+
+    // The ConfigMap is derived state: edited into garbage, it is written
+    // again from the policies, and every active policy stays served and
+    // registered.
+    let mut garbled = config_maps.get("policy-server-default").await.unwrap();
+    garbled
+        .data
+        .get_or_insert_with(Default::default)
+        .insert("policies.yml".into(), "{not: [yaml".into());
+    config_maps
+        .replace("policy-server-default", &PostParams::default(), &garbled)
+        .await
+        .unwrap();
+    let active_ids = [
+        "clusterwide-privileged-pods",
+        "clusterwide-security-context",
+        "clusterwide-team-label",
+        "namespaced-team-privileged",
+        "clusterwide-group-deployments",
+    ];
+    common::eventually(30, "the configuration to be written again", || async {
+        let text = config_maps
+            .get("policy-server-default")
+            .await
+            .ok()?
+            .data?
+            .remove("policies.yml")?;
+        let config = PoliciesConfig::parse(&text, "policies.yml").ok()?;
+        active_ids
+            .iter()
+            .all(|id| config.entries.contains_key(*id))
+            .then_some(())
+    })
+    .await;
+    for id in active_ids {
+        wait_served(&http, &base, id).await;
+        let registered = webhooks.get_opt(id).await.unwrap().is_some()
+            || mutating.get_opt(id).await.unwrap().is_some();
+        assert!(registered, "{id} lost its webhook");
+    }
+    match pods
+        .create(&PostParams::default(), &pod("privileged-again", true))
+        .await
+    {
+        Err(kube::Error::Api(status)) => assert!(
+            status
+                .message
+                .contains("privileged containers are not allowed"),
+            "{}",
+            status.message
+        ),
+        other => panic!("the privileged pod must still be rejected: {other:?}"),
+    }
 
     // Invalid settings: pending with the policy's own message, and no webhook.
     apply_yaml(
@@ -705,12 +739,12 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_settings_are_refused_at_apply_time_with_the_policys_message() {
-    use palisade_controller::admission::{handle, register, AdmissionEndpoint, Reviewer};
+    use palisade_controller::admission::{handle, register, Reviewer};
     use palisade_host::server::tls::{server_config, ReloadingCertificate};
 
     let server = common::ApiServer::start().await;
     let client = server.client();
-    common::install_crds(&client).await;
+    common::install_crds(&client, palisade_controller::crd::crds()).await;
 
     // The controller's webhook, on loopback.
     let work = tempfile::tempdir().unwrap();
@@ -747,7 +781,9 @@ async fn invalid_settings_are_refused_at_apply_time_with_the_policys_message() {
     ));
     register(
         &client,
-        &AdmissionEndpoint::Url(format!("https://127.0.0.1:{port}")),
+        &WebhookEndpoint::Url {
+            base: format!("https://127.0.0.1:{port}"),
+        },
         cert.cert.pem().as_bytes(),
     )
     .await

@@ -10,7 +10,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use palisade_testkit as common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,7 +64,7 @@ fn start_replica(
 }
 
 async fn reconciled_policy_servers(replica: &Replica) -> Option<f64> {
-    let text = reqwest::get(&replica.metrics)
+    let text = common::server::get(&replica.metrics)
         .await
         .ok()?
         .text()
@@ -102,7 +102,7 @@ fn terminate(replica: &mut Replica) -> std::process::ExitStatus {
 async fn one_leader_reconciles_and_a_terminated_leader_hands_over() {
     let server = common::ApiServer::start().await;
     let client = server.client();
-    common::install_crds(&client).await;
+    common::install_crds(&client, palisade_controller::crd::crds()).await;
     Api::<Namespace>::all(client.clone())
         .create(
             &PostParams::default(),

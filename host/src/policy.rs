@@ -9,14 +9,15 @@ use wasmtime::{Module, Store, Trap};
 
 use crate::bindings::{self, Policy as PolicyBindings, PolicyPre};
 use crate::cache::{module_digest, CompileCache, CompileOrigin, Compiled};
+use crate::capabilities::KubernetesAccess;
+use crate::capabilities::PolicyContext;
 use crate::capabilities::{Capability, Grants};
+use crate::component_host::HostState;
 use crate::engine::PolicyEngine;
 use crate::error::{EvalError, LoadError, SettingsError};
-use crate::kubernetes::KubernetesAccess;
 use crate::limits::{MemoryCapExceeded, PolicyLimits};
 use crate::metadata::{read_metadata, ContextAwareResource, ExecutionMode, PolicyMetadata};
 use crate::request::PolicyRequest;
-use crate::state::{HostState, PolicyContext};
 use crate::verdict::Verdict;
 use crate::wapc::{AbiViolation, CoreMode, CoreRuntime, Runner};
 
@@ -331,27 +332,13 @@ pub(crate) fn palisade_interface(import: &str) -> Option<&str> {
     Some(rest.split('@').next().unwrap_or(rest))
 }
 
-/// WASI (needed by std, with nothing reachable), `log`, and the granted capabilities.
+/// WASI (needed by std, with nothing reachable), the WIT types, `log`, and
+/// the granted capabilities.
 fn linker_for(engine: &wasmtime::Engine, grants: &Grants) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     bindings::palisade::policy::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-    bindings::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-    for cap in Capability::ALL {
-        if !grants.allows_interface(cap) {
-            continue;
-        }
-        match cap {
-            Capability::Kubernetes => {
-                bindings::kubernetes::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?
-            }
-            Capability::Oci => bindings::oci::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
-            Capability::Net => bindings::net::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?,
-            Capability::Crypto => {
-                bindings::crypto::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?
-            }
-        }
-    }
+    crate::capabilities::add_to_linker(&mut linker, grants)?;
     Ok(linker)
 }
 

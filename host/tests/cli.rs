@@ -7,7 +7,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use palisade_testkit as common;
 
 use std::process::{Command, Output};
 

@@ -9,13 +9,13 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use palisade_testkit as common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use common::pki::TestCa;
 use common::registry::{docker_config, Registry, RegistryOptions};
-use common::server::TestCa;
 use common::{fixture, loader, policy_path};
 use palisade_host::fetch::{DockerCredentials, FetchError, Fetcher, FetcherOptions};
 use palisade_host::PolicyConfig;
@@ -38,7 +38,7 @@ fn module() -> Vec<u8> {
 
 /// The OCI manifest the registry stores for `repository:tag`.
 async fn stored_manifest(registry: &Registry, repository: &str, tag: &str) -> serde_json::Value {
-    reqwest::Client::new()
+    common::server::plain_client()
         .get(format!(
             "http://{}/v2/{repository}/manifests/{tag}",
             registry.host
@@ -415,7 +415,7 @@ async fn policy_server_starts_from_the_registry_and_restarts_without_it() {
         let url = format!("http://127.0.0.1:{}/validate/pinned", server.addr.port());
         async move {
             let body = std::fs::read(common::fixture_path("pod-create-privileged.json")).unwrap();
-            let response: serde_json::Value = reqwest::Client::new()
+            let response: serde_json::Value = common::server::plain_client()
                 .post(url)
                 .body(body)
                 .send()

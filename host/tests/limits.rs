@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use palisade_testkit as common;
 
 use std::time::{Duration, Instant};
 

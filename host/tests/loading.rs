@@ -7,7 +7,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use palisade_testkit as common;
 
 use common::{fixture, load, loader, policy_path};
 use palisade_host::{

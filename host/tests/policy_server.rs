@@ -7,7 +7,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use palisade_testkit as common;
 
 use std::time::Duration;
 
@@ -148,7 +148,7 @@ async fn every_fixture_gets_the_right_response_in_protect_and_monitor_mode() {
         }
     }
     // Monitor-mode rejections are counted with the real verdict.
-    let metrics = reqwest::get(format!("{}/metrics", t.probe))
+    let metrics = common::server::get(format!("{}/metrics", t.probe))
         .await
         .unwrap()
         .text()
@@ -378,7 +378,7 @@ async fn looping_and_allocating_policies_are_rejected_cleanly_while_others_are_s
             .contains("memory limit"),
         "{body}"
     );
-    let metrics = reqwest::get(format!("{}/metrics", t.probe))
+    let metrics = common::server::get(format!("{}/metrics", t.probe))
         .await
         .unwrap()
         .text()
@@ -412,7 +412,7 @@ async fn http1_and_http2_are_both_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_refuses_clients_without_a_certificate() {
-    let client_ca = common::server::TestCa::new("client CA");
+    let client_ca = common::pki::TestCa::new("client CA");
     let t = https_server(POLICIES, |o, dir| {
         std::fs::write(dir.join("client-ca.crt"), client_ca.pem()).unwrap();
         o.tls.as_mut().unwrap().client_ca = Some(dir.join("client-ca.crt"));
@@ -435,7 +435,7 @@ async fn mtls_refuses_clients_without_a_certificate() {
     let (status, _) = post_fixture(&authenticated, &url, "pod-delete.json").await;
     assert_eq!(status, 200);
 
-    let stranger_ca = common::server::TestCa::new("someone else");
+    let stranger_ca = common::pki::TestCa::new("someone else");
     let (cert, key) = stranger_ca.leaf("intruder");
     let identity = reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap();
     let stranger = common::server::client_builder(&pem)
@@ -454,7 +454,7 @@ async fn replaced_certificate_files_are_picked_up_without_restart() {
     let (status, _) = post_fixture(&old_client, &url, "pod-delete.json").await;
     assert_eq!(status, 200);
 
-    let new_ca = common::server::TestCa::new("rotated CA");
+    let new_ca = common::pki::TestCa::new("rotated CA");
     let (cert, key) = new_ca.leaf("policy-server");
     std::fs::write(t.dir.path().join("tls.key.new"), key).unwrap();
     std::fs::write(t.dir.path().join("tls.crt.new"), cert).unwrap();
@@ -611,7 +611,7 @@ async fn unfetchable_modules_and_bad_expressions_are_startup_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_and_raw_endpoint() {
     let t = https_server(POLICIES, |_, _| {}).await;
-    let ready = reqwest::get(format!("{}/readiness", t.probe))
+    let ready = common::server::get(format!("{}/readiness", t.probe))
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);

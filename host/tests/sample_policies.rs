@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use palisade_testkit as common;
 
 use common::{fixture, load_default};
 use palisade_host::AdmissionResponse;

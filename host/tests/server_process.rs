@@ -7,21 +7,14 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use palisade_testkit as common;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::server::{client, post_fixture, write_policies, TestCa};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::free_port;
+use common::pki::TestCa;
+use common::server::{client, post_fixture, write_policies};
 
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
@@ -68,7 +61,7 @@ async fn spawn(yaml: &str, extra_env: &[(&str, &str)]) -> Process {
     let probe = format!("http://127.0.0.1:{probe_port}");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(r) = reqwest::get(format!("{probe}/readiness")).await {
+        if let Ok(r) = common::server::get(format!("{probe}/readiness")).await {
             if r.status() == 200 {
                 break;
             }
@@ -145,7 +138,7 @@ async fn sighup_reloads_and_json_logs_carry_the_request() {
         body["response"]["allowed"], true,
         "still serving after the reload"
     );
-    let metrics = reqwest::get(format!("{}/metrics", p.probe))
+    let metrics = common::server::get(format!("{}/metrics", p.probe))
         .await
         .unwrap()
         .text()

@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
+use palisade_testkit as common;
 
 use common::{fixture, load, loader};
 use palisade_host::{EvalError, Grants, PolicyConfig, PolicyKind, PolicyLimits, SettingsError};

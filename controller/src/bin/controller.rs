@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use palisade_controller::admission::{self, AdmissionEndpoint};
+use palisade_controller::admission;
 use palisade_controller::leader::{run_as_leader, Ended};
-use palisade_controller::policy::WebhookEndpoint;
 use palisade_controller::reconcile::{run, Context};
 use palisade_controller::settings::SettingsChecker;
+use palisade_controller::webhook::WebhookEndpoint;
 use palisade_host::fetch::FetcherOptions;
+use palisade_host::logs::LogFormat;
 use palisade_host::server::serve;
 use palisade_host::server::tls::{server_config, ReloadingCertificate};
 
@@ -64,23 +65,15 @@ struct Args {
     /// Log filter.
     #[arg(long, env = "PALISADE_LOG", default_value = "info")]
     log_level: String,
-    /// Log format: `text` or `json`.
-    #[arg(long, env = "PALISADE_LOG_FORMAT", default_value = "text")]
-    log_format: String,
+    /// Log format.
+    #[arg(long, env = "PALISADE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::new(&args.log_level);
-    let _ = if args.log_format == "json" {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .try_init()
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).try_init()
-    };
+    palisade_host::logs::init(&args.log_level, args.log_format);
     match start(args).await {
         Ok(code) => code,
         Err(e) => {
@@ -170,10 +163,9 @@ async fn start(args: Args) -> anyhow::Result<ExitCode> {
             Duration::from_secs(10),
         )));
         let endpoint = match admission_url {
-            Some(url) => AdmissionEndpoint::Url(url),
-            None => AdmissionEndpoint::Service {
+            Some(base) => WebhookEndpoint::Url { base },
+            None => WebhookEndpoint::Service {
                 namespace: namespace.clone(),
-                name: "palisade-controller".to_owned(),
             },
         };
         admission::register(&client, &endpoint, &std::fs::read(&cert)?).await?;

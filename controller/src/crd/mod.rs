@@ -10,7 +10,7 @@ use kube::CustomResourceExt;
 pub use policies::{
     AdmissionPolicy, AdmissionPolicyGroup, AdmissionPolicyGroupSpec, AdmissionPolicySpec,
     ClusterAdmissionPolicy, ClusterAdmissionPolicyGroup, ClusterAdmissionPolicyGroupSpec,
-    ClusterAdmissionPolicySpec, PolicyGroupMember, WebhookFields,
+    ClusterAdmissionPolicySpec, GroupFields, PolicyFields, PolicyGroupMember, WebhookFields,
 };
 pub use policy_server::{PolicyServer, PolicyServerSpec, PolicyServerStatus};
 pub use shared::{ContextAwareResource, PolicyMode, PolicyStatus, PolicyStatusPhase};

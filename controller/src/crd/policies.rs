@@ -52,6 +52,37 @@ pub struct WebhookFields {
     pub background_audit: bool,
 }
 
+/// What a single policy runs, the same in both single-policy kinds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyFields {
+    /// Where the module is (`registry://...`, `https://...`, `file://...`).
+    pub module: String,
+    /// The policy's settings, checked by the policy before its webhook is registered.
+    #[serde(default = "empty_settings")]
+    #[schemars(schema_with = "free_form_object")]
+    pub settings: serde_json::Value,
+    /// Whether the policy may change the objects it admits.
+    #[serde(default)]
+    pub mutating: bool,
+    /// Replaces the policy's rejection message.
+    pub message: Option<String>,
+}
+
+/// What a policy group runs, the same in both group kinds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupFields {
+    /// The members, by the name the expression calls them with.
+    pub policies: BTreeMap<String, PolicyGroupMember>,
+    /// Boolean expression over member calls: `a() && (b() || !c())`.
+    #[schemars(length(min = 1))]
+    pub expression: String,
+    /// The rejection message.
+    #[schemars(length(min = 1))]
+    pub message: String,
+}
+
 /// A cluster-wide policy (id `clusterwide-<name>`).
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
@@ -66,20 +97,15 @@ pub struct WebhookFields {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterAdmissionPolicySpec {
-    /// Where the module is (`registry://...`, `https://...`, `file://...`).
-    pub module: String,
-    #[serde(default = "empty_settings")]
-    #[schemars(schema_with = "free_form_object")]
-    pub settings: serde_json::Value,
-    #[serde(default)]
-    pub mutating: bool,
+    #[serde(flatten)]
+    pub policy: PolicyFields,
     #[serde(flatten)]
     pub webhook: WebhookFields,
+    /// The namespaces the policy sees (the engine's own is always excluded).
     pub namespace_selector: Option<LabelSelector>,
+    /// The resource types the policy may read from the cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub context_aware_resources: Vec<ContextAwareResource>,
-    /// Replaces the policy's rejection message.
-    pub message: Option<String>,
 }
 
 /// A policy confined to its namespace (id `namespaced-<ns>-<name>`).
@@ -97,21 +123,17 @@ pub struct ClusterAdmissionPolicySpec {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AdmissionPolicySpec {
-    pub module: String,
-    #[serde(default = "empty_settings")]
-    #[schemars(schema_with = "free_form_object")]
-    pub settings: serde_json::Value,
-    #[serde(default)]
-    pub mutating: bool,
+    #[serde(flatten)]
+    pub policy: PolicyFields,
     #[serde(flatten)]
     pub webhook: WebhookFields,
-    pub message: Option<String>,
 }
 
 /// A member of a policy group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyGroupMember {
+    /// Where the module is (`registry://...`, `https://...`, `file://...`).
     pub module: String,
     #[serde(default = "empty_settings")]
     #[schemars(schema_with = "free_form_object")]
@@ -133,15 +155,11 @@ pub struct PolicyGroupMember {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterAdmissionPolicyGroupSpec {
-    pub policies: BTreeMap<String, PolicyGroupMember>,
-    /// Boolean expression over member calls: `a() && (b() || !c())`.
-    #[schemars(length(min = 1))]
-    pub expression: String,
-    /// The rejection message.
-    #[schemars(length(min = 1))]
-    pub message: String,
+    #[serde(flatten)]
+    pub group: GroupFields,
     #[serde(flatten)]
     pub webhook: WebhookFields,
+    /// The namespaces the group sees (the engine's own is always excluded).
     pub namespace_selector: Option<LabelSelector>,
 }
 
@@ -157,11 +175,8 @@ pub struct ClusterAdmissionPolicyGroupSpec {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AdmissionPolicyGroupSpec {
-    pub policies: BTreeMap<String, PolicyGroupMember>,
-    #[schemars(length(min = 1))]
-    pub expression: String,
-    #[schemars(length(min = 1))]
-    pub message: String,
+    #[serde(flatten)]
+    pub group: GroupFields,
     #[serde(flatten)]
     pub webhook: WebhookFields,
 }

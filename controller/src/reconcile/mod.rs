@@ -1,12 +1,14 @@
 //! The reconcilers: one for PolicyServers, one (generic) for the four
 //! policy kinds. [`run`] starts them all and returns when they stop.
 
+mod backoff;
+mod configuration;
 mod policies;
 mod policy_server;
+mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -20,9 +22,10 @@ use crate::crd::{
     AdmissionPolicy, AdmissionPolicyGroup, ClusterAdmissionPolicy, ClusterAdmissionPolicyGroup,
 };
 use crate::metrics::Metrics;
-use crate::policy::WebhookEndpoint;
-use crate::policy_server::ROOT_CA_SECRET;
+use crate::objects::ROOT_CA_SECRET;
 use crate::settings::SettingsChecker;
+use crate::webhook::WebhookEndpoint;
+use backoff::Backoff;
 
 pub use policies::reconcile as reconcile_policy;
 pub use policy_server::reconcile as reconcile_policy_server;
@@ -44,6 +47,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Kubernetes Events on the policies.
     pub recorder: Recorder,
+    /// Retry delays of objects whose reconcile keeps failing.
+    backoff: Backoff,
 }
 
 impl Context {
@@ -65,6 +70,7 @@ impl Context {
             checker,
             lifetimes: Lifetimes::default(),
             metrics: Metrics::default(),
+            backoff: Backoff::default(),
         }
     }
 
@@ -74,7 +80,7 @@ impl Context {
         Ok(secrets
             .get_opt(ROOT_CA_SECRET)
             .await?
-            .and_then(|secret| authority_from_secret(&secret)))
+            .and_then(|secret| Authority::from_secret(&secret)))
     }
 }
 
@@ -85,24 +91,6 @@ impl std::fmt::Debug for Context {
             .field("endpoint", &self.endpoint)
             .finish_non_exhaustive()
     }
-}
-
-const CA_CERT_KEY: &str = "ca.crt";
-const CA_KEY_KEY: &str = "ca.key";
-const CA_BUNDLE_KEY: &str = "ca-bundle.crt";
-
-/// One key of a Secret as text (PEM), if present and UTF-8.
-fn secret_text(secret: &Secret, key: &str) -> Option<String> {
-    let bytes = secret.data.as_ref()?.get(key)?;
-    String::from_utf8(bytes.0.clone()).ok()
-}
-
-fn authority_from_secret(secret: &Secret) -> Option<Authority> {
-    Some(Authority {
-        cert_pem: secret_text(secret, CA_CERT_KEY)?,
-        key_pem: secret_text(secret, CA_KEY_KEY)?,
-        bundle_pem: secret_text(secret, CA_BUNDLE_KEY).unwrap_or_default(),
-    })
 }
 
 /// A reconciliation failed; it is retried.
@@ -116,6 +104,8 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("certificates: {0}")]
     Certificate(#[from] crate::certs::CertError),
+    #[error("the policy-server configuration kept changing while it was written")]
+    Conflict,
 }
 
 impl Error {
@@ -135,6 +125,7 @@ impl Error {
             Self::Finalizer(_) => "finalizer",
             Self::Json(_) => "json",
             Self::Certificate(_) => "certificate",
+            Self::Conflict => "conflict",
         }
     }
 }
@@ -161,11 +152,6 @@ where
         Err(e) => Err(e.into()),
     }
 }
-
-/// Retry with a backoff that grows with consecutive failures would need
-/// per-object state; a fixed short delay keeps recovery quick and the
-/// API server load bounded by the number of failing objects.
-const RETRY: Duration = Duration::from_secs(2);
 
 /// Logs the outcome of every reconciliation and drains the controller stream.
 async fn drain<K, S, E>(kind: &'static str, stream: S)

@@ -1,22 +1,17 @@
 //! PolicyServer reconciliation: the CA and serving certificate, the
-//! ConfigMap, Deployment, Service and PodDisruptionBudget; on deletion, the
+//! ConfigMap (sources and every bound policy), Deployment, Service and PodDisruptionBudget; on deletion, the
 //! webhooks of the bound policies go first (the garbage collector removes
 //! the owned objects after).
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
-};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
-use k8s_openapi::ByteString;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::reflector::ObjectRef;
@@ -24,18 +19,17 @@ use kube::runtime::watcher;
 use kube::ResourceExt;
 use time::OffsetDateTime;
 
-use super::{
-    authority_from_secret, counted, delete_if_present, drain, secret_text, Context, Error,
-    CA_BUNDLE_KEY, CA_CERT_KEY, CA_KEY_KEY, FINALIZER, MANAGER, RETRY,
-};
+use super::webhooks::Webhooks;
+use super::{configuration, counted, delete_if_present, drain, Context, Error, FINALIZER, MANAGER};
 use crate::certs::{self, Authority, Serving};
+use crate::conditions::conditions;
 use crate::crd::PolicyServer;
-use crate::policy::POLICY_SERVER_LABEL;
-use crate::policy_server::{
-    config_hash, config_map, deployment, disruption_budget, object_name, owner_reference,
-    selector_labels, service, ROOT_CA_SECRET,
+use crate::objects::{
+    config_hash, deployment, disruption_budget, object_name, owner_reference, selector_labels,
+    service, ROOT_CA_SECRET,
 };
 use crate::rollout::{rollout, Rollout};
+use crate::webhook::POLICY_SERVER_LABEL;
 
 const KIND: &str = "PolicyServer";
 /// The longest a PolicyServer goes without a check of its certificates.
@@ -86,15 +80,19 @@ pub async fn run(
     drain(KIND, stream).await;
 }
 
-fn error_policy(server: Arc<PolicyServer>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(policy_server = %server.name_any(), error = %error, "reconcile failed, retrying");
-    Action::requeue(RETRY)
+fn error_policy(server: Arc<PolicyServer>, error: &Error, context: Arc<Context>) -> Action {
+    let delay = context
+        .backoff
+        .failed(&ObjectRef::from_obj(server.as_ref()).to_string());
+    tracing::warn!(policy_server = %server.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
 }
 
 /// Reconciles one PolicyServer.
 #[tracing::instrument(skip_all, fields(policy_server = %server.name_any()))]
 pub async fn reconcile(server: Arc<PolicyServer>, context: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
+    let key = ObjectRef::from_obj(server.as_ref()).to_string();
     let api: Api<PolicyServer> = Api::all(context.client.clone());
     let result = finalizer(&api, FINALIZER, server, |event| async {
         match event {
@@ -104,6 +102,9 @@ pub async fn reconcile(server: Arc<PolicyServer>, context: Arc<Context>) -> Resu
     })
     .await
     .map_err(Error::from_finalizer);
+    if result.is_ok() {
+        context.backoff.succeeded(&key);
+    }
     counted(&context, KIND, started, result)
 }
 
@@ -119,15 +120,8 @@ async fn apply(server: &PolicyServer, context: &Context) -> Result<Action, Error
     let ca = ensure_authority(context, now).await?;
     ensure_serving_certificate(server, context, &ca, now).await?;
 
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let object = object_name(&name);
-    let stored = config_maps
-        .patch(
-            &object,
-            &apply_params(),
-            &Patch::Apply(&config_map(server, namespace)),
-        )
-        .await?;
+    let stored = configuration::sync(context, server).await?;
     let hash = config_hash(&stored);
 
     let applied = Api::<Deployment>::namespaced(client.clone(), namespace)
@@ -165,43 +159,30 @@ async fn set_ready_condition(
     context: &Context,
     state: &Rollout,
 ) -> Result<(), Error> {
-    let (status, reason, message) = if state.up_to_date {
-        (
-            "True",
-            "RolloutComplete",
-            "every pod runs the current configuration".to_owned(),
-        )
-    } else {
-        (
-            "False",
-            "RolloutInProgress",
-            format!("waiting for {}", state.waiting_for),
-        )
-    };
+    let wanted = state.condition("Ready", "every pod runs the current configuration");
     let previous = server
         .status
         .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
-    if previous.is_some_and(|c| c.status == status && c.message == message) {
+        .map_or(&[][..], |s| s.conditions.as_slice());
+    let ready = conditions(
+        previous,
+        &[wanted],
+        server.metadata.generation,
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    let unchanged = ready.iter().all(|c| {
+        previous
+            .iter()
+            .any(|p| p.type_ == c.type_ && p.status == c.status && p.message == c.message)
+    });
+    if unchanged {
         return Ok(());
     }
-    let since = previous
-        .filter(|c| c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(k8s_openapi::jiff::Timestamp::now()));
-    let condition = Condition {
-        type_: "Ready".to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message,
-        last_transition_time: since,
-        observed_generation: server.metadata.generation,
-    };
     Api::<PolicyServer>::all(context.client.clone())
         .patch_status(
             &server.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"status": {"conditions": [condition]}})),
+            &Patch::Merge(serde_json::json!({"status": {"conditions": ready}})),
         )
         .await?;
     Ok(())
@@ -211,25 +192,12 @@ async fn set_ready_condition(
 async fn ensure_authority(context: &Context, now: OffsetDateTime) -> Result<Authority, Error> {
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &context.namespace);
     let existing = secrets.get_opt(ROOT_CA_SECRET).await?;
-    let current = existing.as_ref().and_then(authority_from_secret);
+    let current = existing.as_ref().and_then(Authority::from_secret);
     let wanted = certs::ensure_authority(current.as_ref(), now, &context.lifetimes)?;
     if current.as_ref() == Some(&wanted) {
         return Ok(wanted);
     }
-    let data = BTreeMap::from([
-        (
-            CA_CERT_KEY.to_owned(),
-            ByteString(wanted.cert_pem.clone().into_bytes()),
-        ),
-        (
-            CA_KEY_KEY.to_owned(),
-            ByteString(wanted.key_pem.clone().into_bytes()),
-        ),
-        (
-            CA_BUNDLE_KEY.to_owned(),
-            ByteString(wanted.bundle_pem.clone().into_bytes()),
-        ),
-    ]);
+    let data = wanted.secret_data();
     match existing {
         // Replace, not apply: the resourceVersion makes two controllers
         // racing to create or renew the CA end with one of them retrying.
@@ -259,10 +227,6 @@ async fn ensure_authority(context: &Context, now: OffsetDateTime) -> Result<Auth
     Ok(wanted)
 }
 
-const TLS_CERT: &str = "tls.crt";
-const TLS_KEY: &str = "tls.key";
-const ISSUER_KEY: &str = "ca.crt";
-
 async fn ensure_serving_certificate(
     server: &PolicyServer,
     context: &Context,
@@ -273,14 +237,12 @@ async fn ensure_serving_certificate(
     let object = object_name(&name);
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &context.namespace);
     let existing = secrets.get_opt(&object).await?;
-    let text = |key: &str| existing.as_ref().and_then(|s| secret_text(s, key));
-    let current = match (text(TLS_CERT), text(TLS_KEY)) {
-        (Some(cert_pem), Some(key_pem)) => Some(Serving { cert_pem, key_pem }),
-        _ => None,
-    };
+    let (current, issuer) = existing
+        .as_ref()
+        .map(Serving::from_secret)
+        .unwrap_or_default();
     let host = context.endpoint.url_host(&name);
     let names = certs::serving_names(&object, &context.namespace, host.as_deref());
-    let issuer = text(ISSUER_KEY);
     if certs::serving_is_current(
         current.as_ref(),
         issuer.as_deref(),
@@ -301,17 +263,7 @@ async fn ensure_serving_certificate(
             ..ObjectMeta::default()
         },
         type_: Some("kubernetes.io/tls".to_owned()),
-        data: Some(BTreeMap::from([
-            (
-                TLS_CERT.to_owned(),
-                ByteString(serving.cert_pem.into_bytes()),
-            ),
-            (TLS_KEY.to_owned(), ByteString(serving.key_pem.into_bytes())),
-            (
-                ISSUER_KEY.to_owned(),
-                ByteString(ca.cert_pem.clone().into_bytes()),
-            ),
-        ])),
+        data: Some(serving.secret_data(ca)),
         ..Secret::default()
     };
     secrets
@@ -325,21 +277,11 @@ async fn ensure_serving_certificate(
 /// webhook points at a Service that is about to disappear (with
 /// `failurePolicy: Fail` it would block every matching request).
 async fn cleanup(server: &PolicyServer, context: &Context) -> Result<Action, Error> {
-    let selector = format!("{POLICY_SERVER_LABEL}={}", server.name_any());
-    let list = ListParams::default().labels(&selector);
-    let validating = Api::<ValidatingWebhookConfiguration>::all(context.client.clone())
-        .delete_collection(&DeleteParams::default(), &list)
-        .await?
-        .left()
-        .map_or(0, |l| l.items.len());
-    let mutating = Api::<MutatingWebhookConfiguration>::all(context.client.clone())
-        .delete_collection(&DeleteParams::default(), &list)
-        .await?
-        .left()
-        .map_or(0, |l| l.items.len());
+    let removed = Webhooks::new(&context.client)
+        .remove_for_server(&server.name_any())
+        .await?;
     tracing::info!(
-        validating,
-        mutating,
+        webhooks = removed,
         "policy server deleted; webhooks of its policies removed"
     );
     Ok(Action::await_change())

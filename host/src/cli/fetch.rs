@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::read_file;
-use crate::fetch::{DockerCredentials, Fetcher, FetcherOptions, Sources};
+use crate::fetch::{Fetcher, FetcherOptions};
 
 /// Where modules come from and where they are kept.
 #[derive(Debug, Args)]
@@ -39,20 +39,12 @@ impl FetchArgs {
             .or_else(|| super::cache_home().map(|c| c.join("palisade").join("modules")))
             .ok_or_else(|| anyhow::anyhow!("no module store: pass --store-dir"))?;
         let docker_config = docker_config.clone().or_else(default_docker_config);
-        Ok(Fetcher::new(FetcherOptions {
+        Ok(Fetcher::new(FetcherOptions::from_files(
             store_dir,
-            sources: sources
-                .as_deref()
-                .map(Sources::from_file)
-                .transpose()?
-                .unwrap_or_default(),
-            credentials: docker_config
-                .as_deref()
-                .map(DockerCredentials::from_file)
-                .transpose()?
-                .unwrap_or_default(),
-            max_module_bytes: Some(max_module_mib.saturating_mul(1 << 20)),
-        })?)
+            sources.as_deref(),
+            docker_config.as_deref(),
+            *max_module_mib,
+        )?)?)
     }
 
     /// A local path for `policy`: the file itself, or the fetched module.
@@ -108,12 +100,13 @@ pub(super) fn pull(args: &PullArgs) -> anyhow::Result<()> {
     if let Some(output) = &args.output {
         std::fs::copy(&module.path, output)?;
     }
+    let digest = match module.digest {
+        Some(digest) => digest,
+        None => crate::module_digest(&read_file(&module.path, "fetched module")?),
+    };
     super::print(&format!(
-        "{}\nsha256: {}\npath: {}",
+        "{}\nsha256: {digest}\npath: {}",
         args.reference,
-        module.digest.unwrap_or_else(|| crate::module_digest(
-            &std::fs::read(&module.path).unwrap_or_default()
-        )),
         module.path.display()
     ))
 }

@@ -160,10 +160,7 @@ fn read_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
 /// Runs the CLI with the process arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log_level))
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::logs::init(&cli.log_level, crate::logs::LogFormat::Text);
     let result = match cli.command {
         Command::Run(args) => run::run(&args),
         Command::Inspect(args) => inspect::inspect(&args),

@@ -123,6 +123,30 @@ pub struct FetcherOptions {
     pub max_module_bytes: Option<u64>,
 }
 
+impl FetcherOptions {
+    /// Options from the files a process is pointed at (`sources.yml`, a
+    /// docker `config.json`; either may be absent) and a size cap in MiB.
+    pub fn from_files(
+        store_dir: PathBuf,
+        sources: Option<&Path>,
+        docker_config: Option<&Path>,
+        max_module_mib: u64,
+    ) -> Result<Self, FetchError> {
+        Ok(Self {
+            store_dir,
+            sources: sources
+                .map(Sources::from_file)
+                .transpose()?
+                .unwrap_or_default(),
+            credentials: docker_config
+                .map(DockerCredentials::from_file)
+                .transpose()?
+                .unwrap_or_default(),
+            max_module_bytes: Some(max_module_mib.saturating_mul(1 << 20)),
+        })
+    }
+}
+
 type Pending = Arc<OnceCell<Result<FetchedModule, FetchError>>>;
 
 /// Fetches modules; concurrent fetches of one reference happen once.
@@ -136,7 +160,7 @@ struct Inner {
     sources: Sources,
     credentials: DockerCredentials,
     max_bytes: u64,
-    http: reqwest013::Client,
+    http: reqwest::Client,
     oci: oci_client::Client,
     in_flight: Mutex<HashMap<String, Pending>>,
 }
@@ -153,9 +177,9 @@ impl Fetcher {
         // install is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let cas = options.sources.ca_certificates()?;
-        let mut http = reqwest013::Client::builder();
+        let mut http = reqwest::Client::builder();
         for pem in &cas {
-            let certs = reqwest013::Certificate::from_pem_bundle(pem)
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| FetchError::Config(format!("invalid CA certificate: {e}")))?;
             http = http.tls_certs_merge(certs);
         }

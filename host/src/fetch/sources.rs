@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::FetchError;
 
-/// `sources.yml`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `sources.yml`: read by the policy-server, written by the controller from
+/// a PolicyServer's spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sources {
     /// Hosts (`host` or `host:port`) reached over plain HTTP or without
     /// certificate verification.
@@ -23,7 +24,7 @@ pub struct Sources {
 }
 
 /// A CA certificate, inline or in a file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum SourceAuthority {
     Data { data: String },

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
 use super::{start, LoadOptions, ServerOptions, TlsFiles};
-use crate::fetch::{DockerCredentials, FetcherOptions, Sources};
+use crate::fetch::FetcherOptions;
+use crate::logs::LogFormat;
 
 /// The policy-server: evaluates admission requests with WebAssembly policies.
 #[derive(Debug, Parser)]
@@ -84,13 +85,6 @@ pub struct ServerArgs {
     pub shutdown_grace_seconds: u64,
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 impl ServerArgs {
     /// The server options these flags describe.
     pub fn options(&self) -> Result<ServerOptions, crate::fetch::FetchError> {
@@ -125,20 +119,12 @@ impl ServerArgs {
             }),
             _ => None,
         };
-        let fetch = FetcherOptions {
-            store_dir: policies_download_dir.join("modules"),
-            sources: sources_path
-                .as_deref()
-                .map(Sources::from_file)
-                .transpose()?
-                .unwrap_or_default(),
-            credentials: docker_config_json_path
-                .as_deref()
-                .map(DockerCredentials::from_file)
-                .transpose()?
-                .unwrap_or_default(),
-            max_module_bytes: Some(max_module_mib.saturating_mul(1 << 20)),
-        };
+        let fetch = FetcherOptions::from_files(
+            policies_download_dir.join("modules"),
+            sources_path.as_deref(),
+            docker_config_json_path.as_deref(),
+            *max_module_mib,
+        )?;
         Ok(ServerOptions {
             addr: SocketAddr::new(*address, *port),
             readiness_addr: SocketAddr::new(*address, *readiness_probe_port),
@@ -162,21 +148,10 @@ impl ServerArgs {
     }
 }
 
-fn init_logs(args: &ServerArgs) {
-    let filter = tracing_subscriber::EnvFilter::new(&args.log_level);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match args.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
 /// Runs the policy-server until SIGTERM or SIGINT; SIGHUP reloads the policies.
 pub fn main() -> ExitCode {
     let args = ServerArgs::parse();
-    init_logs(&args);
+    crate::logs::init(&args.log_level, args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -207,7 +182,7 @@ pub fn main() -> ExitCode {
 /// The cluster the `kubernetes` capability reads: in a pod its service
 /// account, elsewhere the kubeconfig `kubectl` would use. Without either,
 /// context-aware calls answer "not available" and everything else works.
-async fn kubernetes_access() -> Option<std::sync::Arc<crate::kubernetes::KubernetesAccess>> {
+async fn kubernetes_access() -> Option<std::sync::Arc<crate::KubernetesAccess>> {
     let config = match kube::Config::infer().await {
         Ok(config) => config,
         Err(e) => {
@@ -216,9 +191,10 @@ async fn kubernetes_access() -> Option<std::sync::Arc<crate::kubernetes::Kuberne
         }
     };
     match kube::Client::try_from(config) {
-        Ok(client) => Some(std::sync::Arc::new(
-            crate::kubernetes::KubernetesAccess::new(client, tokio::runtime::Handle::current()),
-        )),
+        Ok(client) => Some(std::sync::Arc::new(crate::KubernetesAccess::new(
+            client,
+            tokio::runtime::Handle::current(),
+        ))),
         Err(e) => {
             tracing::warn!(error = %e, "Kubernetes client not created: context-aware calls are not available");
             None

@@ -1,16 +1,19 @@
 //! `policies.yml`: the policy-server's configuration, in Kubewarden's format.
 //!
 //! A map from policy id to either a policy (`module`, `settings`...) or a
-//! policy group (`policies`, `expression`, `message`). Unknown fields are
-//! tolerated, as the controller adds its own (`namespacedName`).
+//! policy group (`policies`, `expression`, `message`). These types are the
+//! one model of the file: the controller serialises them into a
+//! PolicyServer's ConfigMap, the policy-server and the audit scanner read
+//! them back. Unknown fields are tolerated when reading, so files written
+//! by Kubewarden's controller load unchanged.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Protect rejects; monitor only logs and counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyMode {
     #[default]
@@ -29,61 +32,89 @@ impl PolicyMode {
 
 pub use crate::metadata::ContextAwareResource;
 
+/// The Kubernetes object an entry was made from (informational: the
+/// policy-server logs it; Kubewarden's controller writes it too).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NamespacedName {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+/// What a policy and a group member have in common: the module, how it is
+/// configured and what it may reach. Flattened into both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleSpec {
+    /// Where the module is (`registry://`, `https://`, `file://`...).
+    pub module: String,
+    #[serde(default = "empty_object")]
+    pub settings: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context_aware_resources: Vec<ContextAwareResource>,
+    /// Deadline of one evaluation; the server's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_eval_seconds: Option<u64>,
+    /// Grant patterns of the host capabilities the module may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_capabilities: Vec<String>,
+}
+
+impl ModuleSpec {
+    /// A module with empty settings and no capabilities.
+    pub fn new(module: impl Into<String>) -> Self {
+        Self {
+            module: module.into(),
+            settings: empty_object(),
+            context_aware_resources: Vec::new(),
+            timeout_eval_seconds: None,
+            host_capabilities: Vec::new(),
+        }
+    }
+}
+
 /// One policy.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicySpec {
-    /// Where the module is (`file:///...`; other schemes later).
-    pub module: String,
+    #[serde(flatten)]
+    pub module: ModuleSpec,
     #[serde(default)]
     pub policy_mode: PolicyMode,
     #[serde(default)]
     pub allowed_to_mutate: bool,
-    #[serde(default = "empty_object")]
-    pub settings: serde_json::Value,
-    #[serde(default)]
-    pub context_aware_resources: Vec<ContextAwareResource>,
     /// Replaces the policy's rejection message; the original goes to the causes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    pub timeout_eval_seconds: Option<u64>,
-    #[serde(default)]
-    pub host_capabilities: Vec<String>,
-}
-
-/// A member of a policy group.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GroupMemberSpec {
-    pub module: String,
-    #[serde(default = "empty_object")]
-    pub settings: serde_json::Value,
-    #[serde(default)]
-    pub context_aware_resources: Vec<ContextAwareResource>,
-    pub timeout_eval_seconds: Option<u64>,
-    #[serde(default)]
-    pub host_capabilities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaced_name: Option<NamespacedName>,
 }
 
 /// A policy group: members combined by a boolean expression.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GroupSpec {
     #[serde(default)]
     pub policy_mode: PolicyMode,
-    pub policies: BTreeMap<String, GroupMemberSpec>,
+    /// Members by name; the expression calls them as `name()`.
+    pub policies: BTreeMap<String, ModuleSpec>,
     pub expression: String,
     pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaced_name: Option<NamespacedName>,
 }
 
-/// One entry of `policies.yml`.
-#[derive(Debug, Clone, PartialEq)]
+/// One entry of `policies.yml`: a group when it has `policies`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum Entry {
     Policy(PolicySpec),
     Group(GroupSpec),
 }
 
 /// The parsed `policies.yml`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(transparent)]
 pub struct PoliciesConfig {
     pub entries: BTreeMap<String, Entry>,
 }
@@ -170,14 +201,29 @@ impl PoliciesConfig {
 impl PoliciesConfig {
     /// Every module reference, policies and group members alike.
     pub fn modules(&self) -> Vec<String> {
-        let mut modules = Vec::new();
-        for entry in self.entries.values() {
-            match entry {
-                Entry::Policy(p) => modules.push(p.module.clone()),
-                Entry::Group(g) => modules.extend(g.policies.values().map(|m| m.module.clone())),
-            }
+        self.entries
+            .values()
+            .flat_map(Entry::modules)
+            .map(|m| m.module.clone())
+            .collect()
+    }
+
+    /// The file's text as the controller writes it (JSON, which every YAML
+    /// reader accepts); entries in id order, so equal configurations are
+    /// equal text and hash alike.
+    pub fn to_text(&self) -> String {
+        // A map of strings to plain data cannot fail to serialise.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+impl Entry {
+    /// The modules this entry runs: one for a policy, each member's for a group.
+    pub fn modules(&self) -> Vec<&ModuleSpec> {
+        match self {
+            Self::Policy(p) => vec![&p.module],
+            Self::Group(g) => g.policies.values().collect(),
         }
-        modules
     }
 }
 
@@ -209,13 +255,69 @@ clusterwide-group-strict:
             panic!()
         };
         assert_eq!(p.policy_mode, PolicyMode::Monitor);
-        assert_eq!(p.timeout_eval_seconds, Some(3));
-        assert_eq!(p.host_capabilities, ["net/*"]);
+        assert_eq!(p.module.timeout_eval_seconds, Some(3));
+        assert_eq!(p.module.host_capabilities, ["net/*"]);
+        assert_eq!(
+            p.namespaced_name,
+            Some(NamespacedName {
+                namespace: None,
+                name: "privileged".into()
+            })
+        );
         let Entry::Group(g) = &config.entries["clusterwide-group-strict"] else {
             panic!()
         };
         assert_eq!(g.policies["a"].settings, serde_json::json!({"x": 1}));
         assert_eq!(g.policies["b"].settings, serde_json::json!({}));
+    }
+
+    #[test]
+    fn what_is_written_reads_back_the_same() {
+        let mut member = ModuleSpec::new("file:///a.wasm");
+        member.settings = serde_json::json!({"labels": ["team"]});
+        member.timeout_eval_seconds = Some(2);
+        let mut single = ModuleSpec::new("registry://r/p:v1");
+        single.host_capabilities = vec!["*".into()];
+        single.context_aware_resources = vec![ContextAwareResource {
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+        }];
+        let config = PoliciesConfig {
+            entries: BTreeMap::from([
+                (
+                    "clusterwide-p".to_owned(),
+                    Entry::Policy(PolicySpec {
+                        module: single,
+                        policy_mode: PolicyMode::Monitor,
+                        allowed_to_mutate: true,
+                        message: Some("no".into()),
+                        namespaced_name: Some(NamespacedName {
+                            namespace: Some("team".into()),
+                            name: "p".into(),
+                        }),
+                    }),
+                ),
+                (
+                    "clusterwide-group-g".to_owned(),
+                    Entry::Group(GroupSpec {
+                        policy_mode: PolicyMode::Protect,
+                        policies: BTreeMap::from([("a".to_owned(), member)]),
+                        expression: "a()".into(),
+                        message: "rejected".into(),
+                        namespaced_name: None,
+                    }),
+                ),
+            ]),
+        };
+        let text = config.to_text();
+        assert_eq!(PoliciesConfig::parse(&text, "written").unwrap(), config);
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["clusterwide-p"]["policyMode"], "monitor");
+        assert_eq!(json["clusterwide-p"]["module"], "registry://r/p:v1");
+        assert_eq!(
+            json["clusterwide-group-g"]["policies"]["a"]["timeoutEvalSeconds"],
+            2
+        );
     }
 
     #[test]

@@ -173,10 +173,16 @@ async fn start_with(
     )));
 
     let (set, policies_text) = match preloaded {
-        Some(set) => (
-            set,
-            std::fs::read_to_string(&options.policies_file).unwrap_or_default(),
-        ),
+        // The text only tells the watcher what is already served; an
+        // unreadable file means the next readable one replaces the set.
+        Some(set) => {
+            let text = std::fs::read_to_string(&options.policies_file).unwrap_or_else(|e| {
+                tracing::warn!(path = %options.policies_file.display(), error = %e,
+                    "the policies file cannot be read; the preloaded policies are served");
+                String::new()
+            });
+            (set, text)
+        }
         None => load_set(&options, &fetcher, &loader).await?,
     };
     tracing::info!(policies = set.len(), "policies loaded");
@@ -339,9 +345,6 @@ pub async fn serve<F, Fut>(
     }
 }
 
-/// Polls the policies file and the certificate; reloads on change or on
-/// request (SIGHUP). A new policy set that fails to load is logged and the
-/// current one keeps serving.
 /// What reloading the policies needs.
 struct Reloader {
     options: ServerOptions,
@@ -349,6 +352,9 @@ struct Reloader {
     loader: PolicyLoader,
 }
 
+/// Polls the policies file and the certificate; reloads on change or on
+/// request (SIGHUP). A new policy set that fails to load is logged and the
+/// current one keeps serving.
 async fn watch_changes(
     reloader: Reloader,
     state: Arc<AppState>,

@@ -7,11 +7,9 @@ use std::time::Duration;
 
 use kube_core::response::{StatusCause, StatusDetails};
 
-use crate::kubernetes::KubernetesAccess;
-use crate::metadata::ContextAwareResource;
-
-use super::config::{ConfigError, Entry, PoliciesConfig, PolicyMode};
+use super::config::{ConfigError, Entry, ModuleSpec, PoliciesConfig, PolicyMode};
 use super::expression::Expr;
+use crate::KubernetesAccess;
 use crate::{
     AdmissionResponse, Grants, LoadedPolicy, PolicyConfig, PolicyLimits, PolicyLoader,
     PolicyRequest,
@@ -138,6 +136,11 @@ impl PolicySet {
         loader: &PolicyLoader,
         options: &LoadOptions,
     ) -> Result<Self, ConfigError> {
+        let loading = Loading {
+            loader,
+            modules,
+            options,
+        };
         let mut policies = HashMap::new();
         let total = config.entries.len();
         for (n, (id, entry)) in config.entries.iter().enumerate() {
@@ -147,21 +150,7 @@ impl PolicySet {
                     mode: spec.policy_mode,
                     message: spec.message.clone(),
                     target: Target::Policy {
-                        member: Box::new(load_member(
-                            &Loading {
-                                loader,
-                                modules,
-                                options,
-                            },
-                            id,
-                            MemberSpec {
-                                module: &spec.module,
-                                settings: &spec.settings,
-                                timeout_seconds: spec.timeout_eval_seconds,
-                                capabilities: &spec.host_capabilities,
-                                context_aware: &spec.context_aware_resources,
-                            },
-                        )?),
+                        member: Box::new(loading.member(id, &spec.module)?),
                         allowed_to_mutate: spec.allowed_to_mutate,
                     },
                 },
@@ -185,24 +174,9 @@ impl PolicySet {
                     }
                     let mut members = BTreeMap::new();
                     for (name, member) in &spec.policies {
-                        let member_id = format!("{id}/{name}");
                         members.insert(
                             name.clone(),
-                            load_member(
-                                &Loading {
-                                    loader,
-                                    modules,
-                                    options,
-                                },
-                                &member_id,
-                                MemberSpec {
-                                    module: &member.module,
-                                    settings: &member.settings,
-                                    timeout_seconds: member.timeout_eval_seconds,
-                                    capabilities: &member.host_capabilities,
-                                    context_aware: &member.context_aware_resources,
-                                },
-                            )?,
+                            loading.member(&format!("{id}/{name}"), member)?,
                         );
                     }
                     ServedPolicy {
@@ -253,72 +227,59 @@ struct Loading<'a> {
     options: &'a LoadOptions,
 }
 
-/// The fields a policy and a group member share.
-struct MemberSpec<'a> {
-    module: &'a str,
-    settings: &'a serde_json::Value,
-    timeout_seconds: Option<u64>,
-    capabilities: &'a [String],
-    context_aware: &'a [ContextAwareResource],
-}
-
-fn load_member(
-    loading: &Loading<'_>,
-    id: &str,
-    spec: MemberSpec<'_>,
-) -> Result<Member, ConfigError> {
-    let Loading {
-        loader,
-        modules,
-        options,
-    } = loading;
-    let MemberSpec {
-        module,
-        settings,
-        timeout_seconds,
-        capabilities,
-        context_aware,
-    } = spec;
-    let settings = settings.to_string();
-    let attempt = || -> Result<LoadedPolicy, String> {
-        let path = match modules.get(module) {
-            Some(Ok(path)) => path,
-            Some(Err(reason)) => return Err(reason.clone()),
-            None => return Err(format!("module {module} was not fetched")),
+impl Loading<'_> {
+    /// Loads one module and validates its settings; a failure is the whole
+    /// configuration's unless `continue_on_errors`, where the member answers
+    /// every request with a 500 instead.
+    fn member(&self, id: &str, spec: &ModuleSpec) -> Result<Member, ConfigError> {
+        let Self {
+            loader,
+            modules,
+            options,
+        } = self;
+        let settings = spec.settings.to_string();
+        let attempt = || -> Result<LoadedPolicy, String> {
+            let path = match modules.get(&spec.module) {
+                Some(Ok(path)) => path,
+                Some(Err(reason)) => return Err(reason.clone()),
+                None => return Err(format!("module {} was not fetched", spec.module)),
+            };
+            let config = PolicyConfig {
+                id: id.to_owned(),
+                grants: Grants::new(spec.host_capabilities.iter().cloned()),
+                limits: PolicyLimits {
+                    timeout: spec
+                        .timeout_eval_seconds
+                        .map_or(options.default_timeout, Duration::from_secs),
+                    memory_bytes: options.memory_bytes,
+                },
+                kubernetes: options.kubernetes.clone(),
+                context_aware: spec.context_aware_resources.clone(),
+            };
+            let loaded = loader.load_file(path, config).map_err(|e| e.to_string())?;
+            loaded
+                .validate_settings(&settings)
+                .map_err(|e| format!("policy {id}: {e}"))?;
+            Ok(loaded)
         };
-        let config = PolicyConfig {
-            id: id.to_owned(),
-            grants: Grants::new(capabilities.iter().cloned()),
-            limits: PolicyLimits {
-                timeout: timeout_seconds.map_or(options.default_timeout, Duration::from_secs),
-                memory_bytes: options.memory_bytes,
-            },
-            kubernetes: options.kubernetes.clone(),
-            context_aware: context_aware.to_vec(),
-        };
-        let loaded = loader.load_file(path, config).map_err(|e| e.to_string())?;
-        loaded
-            .validate_settings(&settings)
-            .map_err(|e| format!("policy {id}: {e}"))?;
-        Ok(loaded)
-    };
-    match attempt() {
-        Ok(loaded) => Ok(Member {
-            settings,
-            loaded: Ok(loaded),
-        }),
-        Err(reason) if options.continue_on_errors => {
-            tracing::error!(policy = %id, %reason, "policy failed to initialise; it will reject every request");
-            Ok(Member {
+        match attempt() {
+            Ok(loaded) => Ok(Member {
                 settings,
-                loaded: Err(format!("policy {id} failed to initialise: {reason}")),
-            })
+                loaded: Ok(loaded),
+            }),
+            Err(reason) if options.continue_on_errors => {
+                tracing::error!(policy = %id, %reason, "policy failed to initialise; it will reject every request");
+                Ok(Member {
+                    settings,
+                    loaded: Err(format!("policy {id} failed to initialise: {reason}")),
+                })
+            }
+            Err(reason) => Err(ConfigError::Module {
+                id: id.to_owned(),
+                module: spec.module.clone(),
+                reason,
+            }),
         }
-        Err(reason) => Err(ConfigError::Module {
-            id: id.to_owned(),
-            module: module.to_owned(),
-            reason,
-        }),
     }
 }
 

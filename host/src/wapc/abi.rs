@@ -10,17 +10,13 @@ use std::sync::Arc;
 use wasmtime::{Caller, Extern, Linker, Memory};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use super::callbacks::{self, Callback};
+use crate::capabilities::{self, PolicyContext};
 use crate::limits::MemoryLimiter;
-use crate::state::PolicyContext;
 
 /// Raised by a host import when the guest breaks the ABI; it traps the call.
 #[derive(Debug, thiserror::Error)]
 #[error("waPC guest broke the host ABI: {0}")]
 pub(crate) struct AbiViolation(pub String);
-
-/// Largest console log line kept (the rest is cut, not copied).
-const MAX_LOG_BYTES: usize = 64 << 10;
 
 /// The data of one core-module evaluation.
 pub(crate) struct CoreState {
@@ -156,14 +152,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CoreState>) -> wasmtime::Result<
             let operation = read_str(&mut caller, op_ptr, op_len)?;
             let payload = read(&mut caller, ptr, len)?;
             let context = caller.data().context.clone();
-            let answer = match Callback::decode(&binding, &namespace, &operation) {
-                Ok(Callback::Log) => {
-                    callbacks::log(&context.policy_id, &payload);
-                    Ok(Vec::new())
-                }
-                Ok(Callback::Capability(call)) => callbacks::answer(call, &context, &payload),
-                Err(e) => Err(e),
-            };
+            let answer =
+                capabilities::answer_wapc(&context, &binding, &namespace, &operation, &payload);
             let exchange = &mut caller.data_mut().exchange;
             Ok(match answer {
                 Ok(bytes) => {
@@ -213,10 +203,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CoreState>) -> wasmtime::Result<
         "wapc",
         "__console_log",
         |mut caller: Caller<'_, CoreState>, ptr: i32, len: i32| {
-            let mut bytes = read(&mut caller, ptr, len)?;
-            bytes.truncate(MAX_LOG_BYTES);
-            let policy = caller.data().context.policy_id.clone();
-            tracing::info!(target: "policy", policy, "{}", String::from_utf8_lossy(&bytes));
+            let bytes = read(&mut caller, ptr, len)?;
+            capabilities::log::console(&caller.data().context.policy_id, &bytes);
             Ok(())
         },
     )?;

@@ -3,7 +3,6 @@
 //! components. Existing policy binaries run unchanged.
 
 mod abi;
-mod callbacks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,9 +15,9 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 pub(crate) use abi::AbiViolation;
 use abi::CoreState;
 
+use crate::capabilities::PolicyContext;
 use crate::error::{EvalError, LoadError, SettingsError};
 use crate::limits::PolicyLimits;
-use crate::state::PolicyContext;
 use crate::{PolicyEngine, Verdict};
 
 /// Largest answer a WASI-mode policy may write to stdout.

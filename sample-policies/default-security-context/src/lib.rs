@@ -111,11 +111,7 @@ mod tests {
     use serde_json::json;
 
     fn fixture(name: &str) -> Request {
-        request_from_file(format!(
-            "{}/../../../shared/fixtures/admission/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
+        request_from_file(palisade_testkit::fixture_path(name)).unwrap()
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! A real CNCF distribution registry on loopback, built by
 //! `scripts/ensure-go-tools.sh` (`make test` runs it).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::server::TestCa;
+use crate::paths::tool_bin;
+use crate::pki::TestCa;
+use crate::wait::free_port;
 
 pub struct Registry {
     child: Child,
@@ -20,23 +21,6 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn registry_bin() -> PathBuf {
-    let path = std::env::var_os("PALISADE_REGISTRY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-            cache.join("palisade/bin/registry")
-        });
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/ensure-go-tools.sh (make test does)",
-        path.display()
-    );
-    path
 }
 
 /// Options of a test registry.
@@ -56,13 +40,7 @@ impl Registry {
     /// Starts on `port` (or a free one) with storage in `dir`: restarting
     /// on the same directory keeps the content.
     pub fn start_in(dir: tempfile::TempDir, options: RegistryOptions, port: Option<u16>) -> Self {
-        let port = port.unwrap_or_else(|| {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        });
+        let port = port.unwrap_or_else(free_port);
         let d = dir.path();
         let mut config = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
@@ -90,7 +68,7 @@ impl Registry {
             );
         }
         std::fs::write(d.join("config.yml"), config).unwrap();
-        let child = Command::new(registry_bin())
+        let child = Command::new(tool_bin("registry"))
             .arg("serve")
             .arg(d.join("config.yml"))
             .stdout(Stdio::null())

@@ -14,8 +14,11 @@ use std::time::Duration;
 use kube::api::{Api, ListParams};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
+use wasmtime::component::{HasSelf, Linker};
 
-use crate::bindings::HostError;
+use super::{message, not_available, payload_error, CapabilityCall, PolicyContext};
+use crate::bindings::{kubernetes, HostError};
+use crate::component_host::HostState;
 use crate::metadata::ContextAwareResource;
 
 /// Longest a single Kubernetes call may take.
@@ -111,12 +114,7 @@ impl KubernetesAccess {
     /// Finds (once) which resource serves `kind` and whether it is namespaced.
     fn resource(&self, api_version: &str, kind: &str) -> Result<(ApiResource, bool), HostError> {
         let key = (api_version.to_owned(), kind.to_owned());
-        if let Some(found) = self
-            .resources
-            .lock()
-            .ok()
-            .and_then(|r| r.get(&key).cloned())
-        {
+        if let Some(found) = self.resources().get(&key).cloned() {
             return Ok(found);
         }
         let (group, version) = match api_version.split_once('/') {
@@ -131,10 +129,18 @@ impl KubernetesAccess {
             resource,
             capabilities.scope == kube::discovery::Scope::Namespaced,
         );
-        if let Ok(mut resources) = self.resources.lock() {
-            resources.insert(key, found.clone());
-        }
+        self.resources().insert(key, found.clone());
         Ok(found)
+    }
+
+    /// The discovery cache (a panic elsewhere cannot leave it half-written:
+    /// inserts are single calls).
+    fn resources(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), (ApiResource, bool)>> {
+        self.resources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs `call` on the server's runtime and waits for it, within the timeout.
@@ -158,6 +164,135 @@ impl KubernetesAccess {
     }
 }
 
+impl PolicyContext {
+    /// The cluster client, or the "not available" error for `call`.
+    fn kubernetes(&self, call: CapabilityCall) -> Result<&KubernetesAccess, HostError> {
+        self.kubernetes
+            .as_deref()
+            .ok_or_else(|| not_available(call))
+    }
+
+    /// `get_resource`, for either ABI: grant, cluster, then the read.
+    fn get_resource(&self, request: &GetResource) -> Result<String, HostError> {
+        let call = CapabilityCall::KubernetesGetResource;
+        self.grants.check(call)?;
+        self.kubernetes(call)?.get(
+            &self.context_aware,
+            &request.api_version,
+            &request.kind,
+            &request.name,
+            request.namespace.as_deref(),
+        )
+    }
+
+    /// `list_resources_by_namespace` with a namespace, `list_resources_all`
+    /// without, for either ABI.
+    fn list_resources(&self, request: &ListResources) -> Result<String, HostError> {
+        let call = if request.namespace.is_some() {
+            CapabilityCall::KubernetesListByNamespace
+        } else {
+            CapabilityCall::KubernetesListAll
+        };
+        self.grants.check(call)?;
+        self.kubernetes(call)?.list(
+            &self.context_aware,
+            &request.api_version,
+            &request.kind,
+            request.namespace.as_deref(),
+            request.label_selector.as_deref(),
+            request.field_selector.as_deref(),
+        )
+    }
+}
+
+impl kubernetes::Host for HostState {
+    fn get_resource(
+        &mut self,
+        api_version: String,
+        kind: String,
+        name: String,
+        namespace: Option<String>,
+    ) -> Result<String, HostError> {
+        self.context().get_resource(&GetResource {
+            api_version,
+            kind,
+            name,
+            namespace,
+        })
+    }
+
+    fn list_resources(
+        &mut self,
+        api_version: String,
+        kind: String,
+        namespace: Option<String>,
+        label_selector: Option<String>,
+        field_selector: Option<String>,
+    ) -> Result<String, HostError> {
+        self.context().list_resources(&ListResources {
+            api_version,
+            kind,
+            namespace,
+            label_selector,
+            field_selector,
+        })
+    }
+
+    fn can_i(&mut self, _subject_access_review: String) -> Result<String, HostError> {
+        self.unavailable(CapabilityCall::KubernetesCanI)
+    }
+}
+
+pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    kubernetes::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
+}
+
+/// Kubewarden's `kubernetes/get_resource` payload (`disable_cache` is
+/// accepted; reads are not cached).
+#[derive(serde::Deserialize)]
+struct GetResource {
+    api_version: String,
+    kind: String,
+    name: String,
+    namespace: Option<String>,
+}
+
+/// Kubewarden's `kubernetes/list_resources_*` payloads.
+#[derive(serde::Deserialize)]
+struct ListResources {
+    api_version: String,
+    kind: String,
+    namespace: Option<String>,
+    label_selector: Option<String>,
+    field_selector: Option<String>,
+}
+
+/// Answers a waPC call with Kubewarden's payloads.
+pub(super) fn wapc(
+    call: CapabilityCall,
+    context: &PolicyContext,
+    payload: &[u8],
+) -> Result<Vec<u8>, String> {
+    let answer = match call {
+        CapabilityCall::KubernetesGetResource => {
+            let request = serde_json::from_slice(payload).map_err(|e| payload_error(call, &e))?;
+            context.get_resource(&request)
+        }
+        CapabilityCall::KubernetesListByNamespace | CapabilityCall::KubernetesListAll => {
+            let mut request: ListResources =
+                serde_json::from_slice(payload).map_err(|e| payload_error(call, &e))?;
+            if call == CapabilityCall::KubernetesListAll {
+                request.namespace = None;
+            } else if request.namespace.is_none() {
+                return Err(format!("{}: `namespace` is required", call.path()));
+            }
+            context.list_resources(&request)
+        }
+        other => Err(not_available(other)),
+    };
+    answer.map(String::into_bytes).map_err(message)
+}
+
 /// Only the types the policy declared may be read.
 fn check_allowed(
     allowed: &[ContextAwareResource],
@@ -178,6 +313,33 @@ fn check_allowed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capabilities::tests::context;
+    use crate::capabilities::{answer_wapc, Grants};
+
+    #[test]
+    fn wapc_payloads_are_kubewardens_and_need_a_cluster() {
+        let granted = context(Grants::all());
+        let call = |operation: &str, payload: &[u8]| {
+            answer_wapc(&granted, "kubewarden", "kubernetes", operation, payload).unwrap_err()
+        };
+        let get = br#"{"api_version":"v1","kind":"Namespace","name":"team","disable_cache":false}"#;
+        let err = call("get_resource", get);
+        assert!(err.contains("not available"), "{err}");
+        let err = call("get_resource", b"{}");
+        assert!(err.contains("unexpected payload"), "{err}");
+        let list = br#"{"api_version":"v1","kind":"Pod"}"#;
+        let err = call("list_resources_by_namespace", list);
+        assert!(err.contains("`namespace` is required"), "{err}");
+        let err = answer_wapc(
+            &context(Grants::none()),
+            "kubewarden",
+            "kubernetes",
+            "get_resource",
+            get,
+        )
+        .unwrap_err();
+        assert!(err.contains("not granted"), "{err}");
+    }
 
     #[test]
     fn only_declared_resource_types_may_be_read() {

@@ -17,8 +17,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
+use palisade_host::fetch::{SourceAuthority, Sources};
+use palisade_host::server::PoliciesConfig;
+
 use crate::crd::PolicyServer;
-use crate::policy::POLICY_SERVER_LABEL;
+use crate::webhook::POLICY_SERVER_LABEL;
 
 /// The ConfigMap key with the policies.
 pub const POLICIES_KEY: &str = "policies.yml";
@@ -83,42 +86,39 @@ fn metadata(server: &PolicyServer, namespace: &str) -> ObjectMeta {
     }
 }
 
-/// `sources.yml` from the PolicyServer's insecure sources and authorities.
-pub fn sources_yaml(server: &PolicyServer) -> String {
-    let authorities: BTreeMap<&String, Vec<serde_json::Value>> = server
-        .spec
-        .source_authorities
-        .iter()
-        .map(|(host, pems)| {
-            (
-                host,
-                pems.iter()
-                    .map(|pem| serde_json::json!({"type": "Data", "data": pem}))
-                    .collect(),
-            )
-        })
-        .collect();
-    serde_json::json!({
-        "insecure_sources": server.spec.insecure_sources,
-        "source_authorities": authorities,
-    })
-    .to_string()
+/// The module sources a PolicyServer allows (`sources.yml`), as its pods
+/// and the settings check read them.
+pub fn sources(server: &PolicyServer) -> Sources {
+    Sources {
+        insecure_sources: server.spec.insecure_sources.clone(),
+        source_authorities: server
+            .spec
+            .source_authorities
+            .iter()
+            .map(|(host, pems)| {
+                let authorities = pems
+                    .iter()
+                    .map(|pem| SourceAuthority::Data { data: pem.clone() })
+                    .collect();
+                (host.clone(), authorities)
+            })
+            .collect(),
+    }
 }
 
-/// The module sources a PolicyServer allows, as its pods will read them.
-pub fn sources(server: &PolicyServer) -> palisade_host::fetch::Sources {
-    serde_json::from_str(&sources_yaml(server)).unwrap_or_default()
-}
-
-/// The part of the ConfigMap the PolicyServer reconciler owns (applied
-/// server-side, so the policies' `policies.yml` key is left alone).
-pub fn config_map(server: &PolicyServer, namespace: &str) -> ConfigMap {
+/// The ConfigMap a policy-server reads: `sources.yml` from the PolicyServer
+/// and `policies.yml` from the policies bound to it. Derived state: it is
+/// rewritten whole from these, so nothing put into it by hand survives and
+/// nothing the policies say can be lost.
+pub fn config_map(server: &PolicyServer, namespace: &str, policies: &PoliciesConfig) -> ConfigMap {
+    // Plain data cannot fail to serialise.
+    let sources = serde_json::to_string(&sources(server)).unwrap_or_default();
     ConfigMap {
         metadata: metadata(server, namespace),
-        data: Some(BTreeMap::from([(
-            SOURCES_KEY.to_owned(),
-            sources_yaml(server),
-        )])),
+        data: Some(BTreeMap::from([
+            (SOURCES_KEY.to_owned(), sources),
+            (POLICIES_KEY.to_owned(), policies.to_text()),
+        ])),
         ..ConfigMap::default()
     }
 }
@@ -236,6 +236,11 @@ pub fn deployment(server: &PolicyServer, namespace: &str, config_hash: &str) -> 
             "KUBEWARDEN_ALWAYS_ACCEPT_ADMISSION_REVIEWS_ON_NAMESPACE",
             namespace,
         ),
+        // Every bound policy is in the configuration, including one whose
+        // module or settings failed the controller's check (its webhook is
+        // not registered): it must answer 500 on its own path, never keep
+        // the pod from serving the others.
+        env("KUBEWARDEN_CONTINUE_ON_ERRORS", "true"),
     ];
     let mut mounts = vec![
         mount("config", CONFIG_DIR),
@@ -492,8 +497,12 @@ mod tests {
             Some(1000)
         );
         assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "pull");
-        let sources: serde_json::Value = serde_json::from_str(&sources_yaml(&server)).unwrap();
-        assert_eq!(sources["insecure_sources"], json!(["registry.local:5000"]));
+        let text = &config_map(&server, "kubewarden", &PoliciesConfig::default())
+            .data
+            .unwrap()[SOURCES_KEY];
+        let read: Sources = serde_yaml::from_str(text).unwrap();
+        assert_eq!(read.insecure_sources, ["registry.local:5000"]);
+        assert_eq!(read, sources(&server));
         let budget = disruption_budget(&server, "kubewarden").unwrap();
         assert_eq!(
             budget.spec.unwrap().min_available,
@@ -504,12 +513,12 @@ mod tests {
 
     #[test]
     fn the_config_hash_changes_with_the_content() {
-        let mut config = config_map(&server(json!({})), "kubewarden");
+        let mut config = config_map(&server(json!({})), "kubewarden", &PoliciesConfig::default());
         let before = config_hash(&config);
-        config
-            .data
-            .get_or_insert_with(BTreeMap::new)
-            .insert(POLICIES_KEY.to_owned(), "{}".to_owned());
+        config.data.get_or_insert_with(BTreeMap::new).insert(
+            POLICIES_KEY.to_owned(),
+            r#"{"p": {"module": "m"}}"#.to_owned(),
+        );
         assert_ne!(config_hash(&config), before);
     }
 }

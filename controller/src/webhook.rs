@@ -47,34 +47,37 @@ impl WebhookEndpoint {
     }
 }
 
-fn client_config(
-    id: &str,
-    policy_server: &str,
-    endpoint: &WebhookEndpoint,
-    ca_bundle: &[u8],
-) -> WebhookClientConfig {
-    let path = format!("/validate/{id}");
-    let (url, service) = match endpoint {
-        WebhookEndpoint::Url { .. } => (
-            endpoint
-                .base_url(policy_server)
-                .map(|base| format!("{base}{path}")),
-            None,
-        ),
-        WebhookEndpoint::Service { namespace } => (
-            None,
-            Some(ServiceReference {
-                name: crate::policy_server::object_name(policy_server),
-                namespace: namespace.clone(),
-                path: Some(path),
-                port: Some(443),
-            }),
-        ),
-    };
-    WebhookClientConfig {
-        ca_bundle: Some(ByteString(ca_bundle.to_vec())),
-        service,
-        url,
+impl WebhookEndpoint {
+    /// How the API server reaches `path`: on the Service `service` in a
+    /// cluster, or under the base URL of `policy_server` out of it.
+    pub fn client_config(
+        &self,
+        service: &str,
+        policy_server: &str,
+        path: &str,
+        ca_bundle: &[u8],
+    ) -> WebhookClientConfig {
+        let (url, service) = match self {
+            Self::Url { .. } => (
+                self.base_url(policy_server)
+                    .map(|base| format!("{base}{path}")),
+                None,
+            ),
+            Self::Service { namespace } => (
+                None,
+                Some(ServiceReference {
+                    name: service.to_owned(),
+                    namespace: namespace.clone(),
+                    path: Some(path.to_owned()),
+                    port: Some(443),
+                }),
+            ),
+        };
+        WebhookClientConfig {
+            ca_bundle: Some(ByteString(ca_bundle.to_vec())),
+            service,
+            url,
+        }
     }
 }
 
@@ -106,61 +109,43 @@ pub fn webhook_configuration(
     let id = policy.id();
     let fields = policy.webhook();
     let server = &fields.policy_server;
-    let webhook = ValidatingWebhook {
-        name: format!("{id}.kubewarden.admission"),
-        client_config: client_config(&id, server, endpoint, ca_bundle),
-        rules: Some(fields.rules.clone()),
-        failure_policy: fields.failure_policy.clone(),
-        match_policy: fields.match_policy.clone(),
-        match_conditions: Some(fields.match_conditions.clone()).filter(|m| !m.is_empty()),
-        namespace_selector: Some(policy.namespace_selector(engine_namespace)),
-        object_selector: fields.object_selector.clone(),
-        side_effects: fields.side_effects.clone().unwrap_or_else(|| "None".into()),
-        timeout_seconds: Some(fields.timeout_seconds),
-        admission_review_versions: vec!["v1".to_owned()],
-    };
+    // The two API types differ only by the reinvocation policy: one list of
+    // fields builds either.
+    macro_rules! webhook {
+        ($type:ident { $($extra:tt)* }) => {
+            $type {
+                name: format!("{id}.kubewarden.admission"),
+                client_config: endpoint.client_config(
+                    &crate::objects::object_name(server),
+                    server,
+                    &format!("/validate/{id}"),
+                    ca_bundle,
+                ),
+                rules: Some(fields.rules.clone()),
+                failure_policy: fields.failure_policy.clone(),
+                match_policy: fields.match_policy.clone(),
+                match_conditions: Some(fields.match_conditions.clone()).filter(|m| !m.is_empty()),
+                namespace_selector: Some(policy.namespace_selector(engine_namespace)),
+                object_selector: fields.object_selector.clone(),
+                side_effects: fields.side_effects.clone().unwrap_or_else(|| "None".into()),
+                timeout_seconds: Some(fields.timeout_seconds),
+                admission_review_versions: vec!["v1".to_owned()],
+                $($extra)*
+            }
+        };
+    }
     if policy.mutating() {
         WebhookConfiguration::Mutating(MutatingWebhookConfiguration {
             metadata: metadata(&id, server),
-            webhooks: Some(vec![mutating(webhook)]),
+            webhooks: Some(vec![webhook!(MutatingWebhook {
+                reinvocation_policy: None,
+            })]),
         })
     } else {
         WebhookConfiguration::Validating(ValidatingWebhookConfiguration {
             metadata: metadata(&id, server),
-            webhooks: Some(vec![webhook]),
+            webhooks: Some(vec![webhook!(ValidatingWebhook {})]),
         })
-    }
-}
-
-/// The same webhook, registered as mutating (the two API types differ only
-/// by the reinvocation policy).
-fn mutating(webhook: ValidatingWebhook) -> MutatingWebhook {
-    let ValidatingWebhook {
-        name,
-        client_config,
-        rules,
-        failure_policy,
-        match_policy,
-        match_conditions,
-        namespace_selector,
-        object_selector,
-        side_effects,
-        timeout_seconds,
-        admission_review_versions,
-    } = webhook;
-    MutatingWebhook {
-        name,
-        client_config,
-        rules,
-        failure_policy,
-        match_policy,
-        match_conditions,
-        namespace_selector,
-        object_selector,
-        side_effects,
-        timeout_seconds,
-        admission_review_versions,
-        reinvocation_policy: None,
     }
 }
 
@@ -183,7 +168,7 @@ mod tests {
 
     #[test]
     fn policies_entry_is_in_the_policy_servers_format() {
-        let entry = policy(true).entry(&[]);
+        let entry = serde_json::to_value(policy(true).entry(&[])).unwrap();
         assert_eq!(entry["module"], "registry://r/p:1");
         assert_eq!(entry["policyMode"], "monitor");
         assert_eq!(entry["allowedToMutate"], true);

@@ -4,17 +4,14 @@
 //! there, and webhooks by URL. There is no kubelet: tests mark pods Ready by
 //! patching their status.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-#[path = "../../../host/tests/common/registry.rs"]
-pub mod registry;
-#[path = "../../../host/tests/common/server.rs"]
-pub mod server;
-
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+use crate::paths::tool_bin;
+use crate::wait::free_port;
 
 pub struct ApiServer {
     etcd: Child,
@@ -39,59 +36,12 @@ impl Drop for ApiServer {
     }
 }
 
-fn bin(name: &str) -> PathBuf {
-    let dir = std::env::var_os("PALISADE_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-            cache.join("palisade/bin")
-        });
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/ensure-kube.sh (make test does)",
-        path.display()
-    );
-    path
-}
-
-/// A sample policy built by `make policies`.
-pub fn policy_path(name: &str) -> PathBuf {
-    let dir = std::env::var_os("PALISADE_POLICY_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("policies")))
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/policies"));
-    let path = dir.join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `make policies`",
-        path.display()
-    );
-    path
-}
-
-pub fn fixture_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/admission")
-        .join(name)
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl ApiServer {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_path_buf();
         let (client_port, peer_port, api_port) = (free_port(), free_port(), free_port());
-        let etcd = Command::new(bin("etcd"))
+        let etcd = Command::new(tool_bin("etcd"))
             .args([
                 "--name=test",
                 &format!("--data-dir={}", d.join("etcd").display()),
@@ -124,7 +74,7 @@ impl ApiServer {
         )
         .unwrap();
         let log = std::fs::File::create(d.join("apiserver.log")).unwrap();
-        let apiserver = Command::new(bin("kube-apiserver"))
+        let apiserver = Command::new(tool_bin("kube-apiserver"))
             .args([
                 &format!("--etcd-servers=http://127.0.0.1:{client_port}"),
                 "--bind-address=127.0.0.1",
@@ -175,7 +125,7 @@ impl ApiServer {
         // Deployments become ReplicaSets and Pods; deleted owners take their
         // dependents with them. No other controller runs.
         server.controller_manager = Some(
-            Command::new(bin("kube-controller-manager"))
+            Command::new(tool_bin("kube-controller-manager"))
                 .args([
                     &format!("--kubeconfig={}", kubeconfig.display()),
                     "--controllers=deployment-controller,replicaset-controller,garbage-collector-controller",
@@ -239,12 +189,10 @@ fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
         .unwrap()
 }
 
-/// Installs the CRDs and waits until they are served.
-pub async fn install_crds(client: &kube::Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+/// Installs `crds` and waits until they are served.
+pub async fn install_crds(client: &kube::Client, crds: Vec<CustomResourceDefinition>) {
     use kube::api::{Api, PostParams};
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crds = palisade_controller::crd::crds();
     for crd in &crds {
         api.create(&PostParams::default(), crd).await.unwrap();
     }
@@ -265,22 +213,6 @@ pub async fn install_crds(client: &kube::Client) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert!(established, "{name} never became established");
-    }
-}
-
-/// Polls `check` until it returns `Some`, for at most `seconds`.
-pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -324,4 +256,50 @@ pub fn mark_pods_ready(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
+}
+
+/// Creates the object a YAML manifest describes, as `kubectl create` sends
+/// it (no Rust types involved: what the API server stores is what a user's
+/// manifest gives).
+pub async fn create_yaml(
+    client: &kube::Client,
+    yaml: &str,
+) -> Result<kube::core::DynamicObject, kube::Error> {
+    use kube::api::{Api, PostParams};
+    use kube::core::{DynamicObject, GroupVersionKind};
+    let object: DynamicObject = serde_yaml::from_str(yaml).unwrap();
+    let types = object.types.clone().unwrap();
+    let (group, version) = types
+        .api_version
+        .split_once('/')
+        .unwrap_or(("", types.api_version.as_str()));
+    let resource =
+        kube::discovery::ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &types.kind));
+    let api: Api<DynamicObject> = match &object.metadata.namespace {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    api.create(&PostParams::default(), &object).await
+}
+
+/// A ClusterAdmissionPolicy for `module`, exactly as Kubewarden's
+/// documentation writes it (privileged pods, CREATE and UPDATE).
+pub fn kubewarden_privileged_pods_manifest(module: &str) -> String {
+    format!(
+        r#"apiVersion: policies.kubewarden.io/v1
+kind: ClusterAdmissionPolicy
+metadata:
+  name: privileged-pods
+spec:
+  module: {module}
+  rules:
+  - apiGroups: [""]
+    apiVersions: ["v1"]
+    resources: ["pods"]
+    operations:
+    - CREATE
+    - UPDATE
+  mutating: false
+"#
+    )
 }

@@ -1,47 +1,12 @@
-//! Helpers for policy-server tests: a test PKI, a server started in-process
-//! on loopback, and HTTPS clients.
+//! A policy-server started in-process on loopback, and HTTPS clients.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::paths::{fixture_path, policy_path};
+use crate::pki::TestCa;
 use palisade_host::fetch::FetcherOptions;
 use palisade_host::server::{start, LoadOptions, RunningServer, ServerOptions, TlsFiles};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-
-use super::policy_path;
-
-/// A test certificate authority.
-pub struct TestCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl TestCa {
-    pub fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Self { issuer }
-    }
-
-    pub fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A certificate for `127.0.0.1` and `localhost`, as (cert PEM, key PEM).
-    pub fn leaf(&self, name: &str) -> (String, String) {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 /// Writes `policies.yml` with `{POLICIES}` replaced by the built policies' directory.
 pub fn write_policies(dir: &Path, yaml: &str) -> PathBuf {
@@ -127,11 +92,24 @@ pub fn client(ca_pem: &str) -> reqwest::Client {
 }
 
 pub fn client_builder(ca_pem: &str) -> reqwest::ClientBuilder {
+    install_crypto();
     reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
         .timeout(Duration::from_secs(30))
+}
+
+/// A plain client (HTTP, or HTTPS with no extra trust).
+pub fn plain_client() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The workspace's rustls provider (ring), as the binaries install it.
+fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// POSTs a fixture file and returns (HTTP status, JSON body).
@@ -140,7 +118,7 @@ pub async fn post_fixture(
     url: &str,
     fixture: &str,
 ) -> (u16, serde_json::Value) {
-    let body = std::fs::read(super::fixture_path(fixture)).unwrap();
+    let body = std::fs::read(fixture_path(fixture)).unwrap();
     post(client, url, body).await
 }
 
@@ -149,4 +127,9 @@ pub async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (u16, s
     let status = response.status().as_u16();
     let json = response.json().await.unwrap_or(serde_json::Value::Null);
     (status, json)
+}
+
+/// `GET url` with [`plain_client`].
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    plain_client().get(url).send().await
 }
