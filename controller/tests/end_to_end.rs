@@ -133,608 +133,758 @@ async fn wait_served(http: &reqwest::Client, base: &str, id: &str) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn policy_servers_and_policies_are_reconciled_and_enforced_by_the_api_server() {
-    let server = common::ApiServer::start().await;
-    let client = server.client();
-    common::install_crds(&client, palisade_controller::crd::crds()).await;
-    for namespace in ["kubewarden", "team"] {
-        Api::<Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap(),
-            )
-            .await
-            .unwrap();
+/// Everything the steps of the end-to-end story share.
+struct World {
+    client: kube::Client,
+    work: tempfile::TempDir,
+    /// The loopback registry with the upstream-SDK waPC policy; gone after
+    /// the outage step.
+    registry: Option<common::registry::Registry>,
+    wapc_reference: String,
+    /// The loopback policy-server's port and URL (the webhooks' base URL).
+    port: u16,
+    base: String,
+    context: Arc<Context>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    secrets: Api<Secret>,
+    config_maps: Api<ConfigMap>,
+    deployments: Api<Deployment>,
+    caps: Api<ClusterAdmissionPolicy>,
+    webhooks: Api<ValidatingWebhookConfiguration>,
+    mutating: Api<MutatingWebhookConfiguration>,
+    pods: Api<Pod>,
+    /// The CA Secret as first created.
+    root: Option<Secret>,
+    ca_bundle: String,
+    /// An HTTPS client trusting the CA bundle.
+    http: Option<reqwest::Client>,
+    policy_server: Option<palisade_host::server::RunningServer>,
+    metrics_url: String,
+}
+
+/// The policies active once every kind has been applied.
+const ACTIVE_IDS: [&str; 5] = [
+    "clusterwide-privileged-pods",
+    "clusterwide-security-context",
+    "clusterwide-team-label",
+    "namespaced-team-privileged",
+    "clusterwide-group-deployments",
+];
+
+impl World {
+    /// Namespaces, the registry with the waPC module, and the controller in
+    /// out-of-cluster mode (webhooks point at a loopback URL).
+    async fn start(server: &common::ApiServer) -> Self {
+        let client = server.client();
+        common::install_crds(&client, palisade_controller::crd::crds()).await;
+        for namespace in ["kubewarden", "team"] {
+            Api::<Namespace>::all(client.clone())
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap(),
+                )
+                .await
+                .unwrap();
+        }
+        let registry = common::registry::Registry::start(Default::default());
+        let work = tempfile::tempdir().unwrap();
+        let wapc_reference = format!(
+            "{}/kubewarden/policies/pod-privileged:v0.2.5",
+            registry.host
+        );
+        push(&registry, "pod-privileged-wapc-wasip1", &wapc_reference).await;
+
+        let port = common::free_port();
+        let base = format!("https://127.0.0.1:{port}");
+        let context = Arc::new(Context::new(
+            client.clone(),
+            "kubewarden".into(),
+            WebhookEndpoint::Url { base: base.clone() },
+            // Every reconcile checks the modules again (the outage below must be seen).
+            SettingsChecker::new(FetcherOptions {
+                store_dir: work.path().join("controller-store"),
+                ..FetcherOptions::default()
+            })
+            .unwrap()
+            .with_passed_ttl(Duration::ZERO),
+        ));
+        let controller = tokio::spawn(palisade_controller::reconcile::run(
+            context.clone(),
+            std::future::pending(),
+        ));
+        Self {
+            secrets: Api::namespaced(client.clone(), "kubewarden"),
+            config_maps: Api::namespaced(client.clone(), "kubewarden"),
+            deployments: Api::namespaced(client.clone(), "kubewarden"),
+            caps: Api::all(client.clone()),
+            webhooks: Api::all(client.clone()),
+            mutating: Api::all(client.clone()),
+            pods: Api::namespaced(client.clone(), "default"),
+            client,
+            work,
+            registry: Some(registry),
+            wapc_reference,
+            port,
+            base,
+            context,
+            tasks: vec![controller],
+            root: None,
+            ca_bundle: String::new(),
+            http: None,
+            policy_server: None,
+            metrics_url: String::new(),
+        }
     }
 
-    // A registry on loopback with the upstream-SDK waPC policy, as Kubewarden publishes them.
-    let registry = common::registry::Registry::start(Default::default());
-    let work = tempfile::tempdir().unwrap();
-    let wapc_reference = format!(
-        "{}/kubewarden/policies/pod-privileged:v0.2.5",
-        registry.host
-    );
-    push(&registry, "pod-privileged-wapc-wasip1", &wapc_reference).await;
+    fn registry_host(&self) -> String {
+        self.registry.as_ref().unwrap().host.clone()
+    }
 
-    // The controller, in out-of-cluster mode: webhooks point at a loopback URL.
-    let port = common::free_port();
-    let base = format!("https://127.0.0.1:{port}");
-    let context = Arc::new(Context::new(
-        client.clone(),
-        "kubewarden".into(),
-        WebhookEndpoint::Url { base: base.clone() },
-        // Every reconcile checks the modules again (the outage below must be seen).
-        SettingsChecker::new(FetcherOptions {
-            store_dir: work.path().join("controller-store"),
-            ..FetcherOptions::default()
+    fn http(&self) -> &reqwest::Client {
+        self.http.as_ref().unwrap()
+    }
+
+    async fn served(&self, id: &str) {
+        wait_served(self.http(), &self.base, id).await;
+    }
+
+    /// A PolicyServer becomes its CA and serving Secrets, Deployment,
+    /// Service, PodDisruptionBudget and ConfigMap.
+    async fn a_policy_server_becomes_its_objects(&mut self) -> Secret {
+        apply_yaml(
+            &self.client,
+            &format!(
+                "apiVersion: policies.kubewarden.io/v1\nkind: PolicyServer\nmetadata: {{name: default}}\nspec:\n  image: palisade/policy-server:test\n  replicas: 1\n  minAvailable: 1\n  insecureSources: [\"{}\"]\n",
+                self.registry_host()
+            ),
+        )
+        .await;
+        let secrets = &self.secrets;
+        let serving = common::eventually(30, "the serving certificate", || async {
+            secrets.get_opt("policy-server-default").await.ok()?
         })
-        .unwrap()
-        .with_passed_ttl(Duration::ZERO),
-    ));
-    let controller = tokio::spawn(palisade_controller::reconcile::run(
-        context.clone(),
-        std::future::pending(),
-    ));
+        .await;
+        let root = secrets.get("policy-server-root-ca").await.unwrap();
+        self.ca_bundle = secret_text(&root, "ca-bundle.crt");
+        assert!(self.ca_bundle.contains(&secret_text(&root, "ca.crt")));
+        self.root = Some(root);
+        assert_eq!(serving.type_.as_deref(), Some("kubernetes.io/tls"));
+        let deployments = &self.deployments;
+        let deployment = common::eventually(30, "the Deployment", || async {
+            deployments.get_opt("policy-server-default").await.ok()?
+        })
+        .await;
+        let owner = &deployment.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("PolicyServer", "default")
+        );
+        let container = &deployment.spec.template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(
+            container.image.as_deref(),
+            Some("palisade/policy-server:test")
+        );
+        assert_eq!(
+            container
+                .security_context
+                .as_ref()
+                .unwrap()
+                .read_only_root_filesystem,
+            Some(true)
+        );
+        assert!(container.readiness_probe.is_some());
+        let service = Api::<Service>::namespaced(self.client.clone(), "kubewarden")
+            .get("policy-server-default")
+            .await
+            .unwrap();
+        let ports = service.spec.unwrap().ports.unwrap();
+        assert_eq!(
+            (ports[0].port, ports[0].target_port.clone()),
+            (443, Some(IntOrString::Int(8443)))
+        );
+        let budget = Api::<PodDisruptionBudget>::namespaced(self.client.clone(), "kubewarden")
+            .get("policy-server-default")
+            .await
+            .unwrap();
+        assert_eq!(
+            budget.spec.unwrap().min_available,
+            Some(IntOrString::Int(1))
+        );
+        serving
+    }
 
-    apply_yaml(
-        &client,
-        &format!(
-            "apiVersion: policies.kubewarden.io/v1\nkind: PolicyServer\nmetadata: {{name: default}}\nspec:\n  image: palisade/policy-server:test\n  replicas: 1\n  minAvailable: 1\n  insecureSources: [\"{}\"]\n",
-            registry.host
-        ),
-    )
-    .await;
-
-    // The PolicyServer's objects.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kubewarden");
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "kubewarden");
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kubewarden");
-    let services: Api<Service> = Api::namespaced(client.clone(), "kubewarden");
-    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "kubewarden");
-    let serving = common::eventually(30, "the serving certificate", || async {
-        secrets.get_opt("policy-server-default").await.ok()?
-    })
-    .await;
-    let root = secrets.get("policy-server-root-ca").await.unwrap();
-    let ca_bundle = secret_text(&root, "ca-bundle.crt");
-    assert!(ca_bundle.contains(&secret_text(&root, "ca.crt")));
-    assert_eq!(serving.type_.as_deref(), Some("kubernetes.io/tls"));
-    let deployment = common::eventually(30, "the Deployment", || async {
-        deployments.get_opt("policy-server-default").await.ok()?
-    })
-    .await;
-    let owner = &deployment.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!(
-        (owner.kind.as_str(), owner.name.as_str()),
-        ("PolicyServer", "default")
-    );
-    let container = &deployment.spec.template.spec.as_ref().unwrap().containers[0];
-    assert_eq!(
-        container.image.as_deref(),
-        Some("palisade/policy-server:test")
-    );
-    assert_eq!(
-        container
-            .security_context
-            .as_ref()
-            .unwrap()
-            .read_only_root_filesystem,
-        Some(true)
-    );
-    assert!(container.readiness_probe.is_some());
-    let service = services.get("policy-server-default").await.unwrap();
-    let ports = service.spec.unwrap().ports.unwrap();
-    assert_eq!(
-        (ports[0].port, ports[0].target_port.clone()),
-        (443, Some(IntOrString::Int(8443)))
-    );
-    let budget = budgets.get("policy-server-default").await.unwrap();
-    assert_eq!(
-        budget.spec.unwrap().min_available,
-        Some(IntOrString::Int(1))
-    );
-    let config = config_maps.get("policy-server-default").await.unwrap();
-    let sources_yml = config.data.as_ref().unwrap()["sources.yml"].clone();
-    assert!(sources_yml.contains(&registry.host), "{sources_yml}");
-
-    // What a pod of that Deployment would run: the policy-server with the
-    // controller's certificate, ConfigMap and sources, on loopback.
-    let pki = work.path().join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    std::fs::write(pki.join("tls.crt"), secret_text(&serving, "tls.crt")).unwrap();
-    std::fs::write(pki.join("tls.key"), secret_text(&serving, "tls.key")).unwrap();
-    let policies_file = work.path().join("policies.yml");
-    std::fs::write(&policies_file, "{}").unwrap();
-    let mut options = common::server::options(work.path(), policies_file.clone());
-    options.addr = format!("127.0.0.1:{port}").parse().unwrap();
-    options.tls = Some(TlsFiles {
-        cert: pki.join("tls.crt"),
-        key: pki.join("tls.key"),
-        client_ca: None,
-    });
-    options.fetch.sources = serde_yaml::from_str(&sources_yml).unwrap();
-    options.always_accept_namespace = Some("kubewarden".into());
-    // As the controller's Deployment runs it: every bound policy is in the
-    // configuration, and one that fails to load answers 500 on its own.
-    options.load.continue_on_errors = true;
-    let policy_server = palisade_host::server::start(options).await.unwrap();
-    let metrics_url = format!("http://{}/metrics", policy_server.readiness_addr);
-
-    // An existing Kubewarden manifest for a waPC policy, unchanged.
-    apply_yaml(
-        &client,
-        &common::kubewarden_privileged_pods_manifest(&format!("registry://{wapc_reference}")),
-    )
-    .await;
-    let caps: Api<ClusterAdmissionPolicy> = Api::all(client.clone());
-    // No pod is ready yet: the policy waits for the rollout, without a webhook.
-    let pending = wait_for_phase(&caps, "privileged-pods", PolicyStatusPhase::Pending).await;
-    let waiting = condition(&pending, "PolicyServerConfigurationUpToDate");
-    assert_eq!(waiting.status, "False");
-    let not_ready = Api::<PolicyServer>::all(client.clone())
-        .get("default")
-        .await
-        .unwrap()
-        .status
-        .unwrap_or_default();
-    assert!(
-        not_ready
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "False"),
-        "{not_ready:?}"
-    );
-    let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    assert!(webhooks
-        .get_opt("clusterwide-privileged-pods")
-        .await
-        .unwrap()
-        .is_none());
-
-    // The kubelet's part: project the ConfigMap into the file, report pods Ready.
-    let projector = {
-        let config_maps = config_maps.clone();
-        let file = policies_file.clone();
-        tokio::spawn(async move {
+    /// What a pod of that Deployment would run: the policy-server with the
+    /// controller's certificate, ConfigMap and sources, on loopback; and the
+    /// kubelet's part: the ConfigMap projected into its file.
+    async fn a_loopback_policy_server_runs_the_configuration(&mut self, serving: &Secret) {
+        let config = self.config_maps.get("policy-server-default").await.unwrap();
+        let sources_yml = config.data.as_ref().unwrap()["sources.yml"].clone();
+        assert!(sources_yml.contains(&self.registry_host()), "{sources_yml}");
+        let work = self.work.path();
+        let pki = work.join("pki");
+        std::fs::create_dir_all(&pki).unwrap();
+        std::fs::write(pki.join("tls.crt"), secret_text(serving, "tls.crt")).unwrap();
+        std::fs::write(pki.join("tls.key"), secret_text(serving, "tls.key")).unwrap();
+        let policies_file = work.join("policies.yml");
+        std::fs::write(&policies_file, "{}").unwrap();
+        let mut options = common::server::options(work, policies_file.clone());
+        options.addr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        options.tls = Some(TlsFiles {
+            cert: pki.join("tls.crt"),
+            key: pki.join("tls.key"),
+            client_ca: None,
+        });
+        options.fetch.sources = serde_yaml::from_str(&sources_yml).unwrap();
+        options.always_accept_namespace = Some("kubewarden".into());
+        // As the controller's Deployment runs it: every bound policy is in the
+        // configuration, and one that fails to load answers 500 on its own.
+        options.load.continue_on_errors = true;
+        let policy_server = palisade_host::server::start(options).await.unwrap();
+        self.metrics_url = format!("http://{}/metrics", policy_server.readiness_addr);
+        self.policy_server = Some(policy_server);
+        let config_maps = self.config_maps.clone();
+        self.tasks.push(tokio::spawn(async move {
             loop {
                 if let Ok(Some(cm)) = config_maps.get_opt("policy-server-default").await {
                     if let Some(text) = cm.data.and_then(|d| d.get("policies.yml").cloned()) {
-                        if std::fs::read_to_string(&file).ok().as_deref() != Some(text.as_str()) {
-                            let tmp = file.with_extension("tmp");
+                        if std::fs::read_to_string(&policies_file).ok().as_deref()
+                            != Some(text.as_str())
+                        {
+                            let tmp = policies_file.with_extension("tmp");
                             // The directory goes when the test ends.
                             let _ = std::fs::write(&tmp, &text)
-                                .and_then(|()| std::fs::rename(&tmp, &file));
+                                .and_then(|()| std::fs::rename(&tmp, &policies_file));
                         }
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-        })
-    };
-    let kubelet = common::mark_pods_ready(
-        client.clone(),
-        "kubewarden",
-        "kubewarden.io/policy-server=default",
-    );
-    let active = wait_for_phase(&caps, "privileged-pods", PolicyStatusPhase::Active).await;
-    assert_eq!(condition(&active, "PolicyActive").status, "True");
-    assert_eq!(
-        condition(&active, "PolicyServerConfigurationUpToDate").status,
-        "True"
-    );
-    assert_eq!(condition(&active, "PolicyUniquelyReachable").status, "True");
-    let ready = deployments.get("policy-server-default").await.unwrap();
-    assert_eq!(ready.status.unwrap().ready_replicas, Some(1));
-    let policy_servers: Api<PolicyServer> = Api::all(client.clone());
-    common::eventually(30, "the PolicyServer to report Ready", || async {
-        let status = policy_servers.get("default").await.ok()?.status?;
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-            .then_some(())
-    })
-    .await;
-
-    let webhook = webhooks.get("clusterwide-privileged-pods").await.unwrap();
-    let hook = &webhook.webhooks.unwrap()[0];
-    assert_eq!(
-        hook.name,
-        "clusterwide-privileged-pods.kubewarden.admission"
-    );
-    assert_eq!(
-        hook.client_config.url.as_deref(),
-        Some(format!("{base}/validate/clusterwide-privileged-pods").as_str())
-    );
-    assert_eq!(
-        hook.client_config.ca_bundle.as_ref().unwrap().0,
-        ca_bundle.as_bytes()
-    );
-    assert_eq!(hook.admission_review_versions, ["v1"]);
-    let excluded = &hook
-        .namespace_selector
-        .as_ref()
-        .unwrap()
-        .match_expressions
-        .as_ref()
-        .unwrap()[0];
-    assert_eq!(
-        (excluded.operator.as_str(), excluded.values.as_deref()),
-        ("NotIn", Some(&["kubewarden".to_owned()][..]))
-    );
-
-    // The certificate the controller issued is trusted through the CA bundle.
-    let http = common::server::client(&ca_bundle);
-    wait_served(&http, &base, "clusterwide-privileged-pods").await;
-
-    // The API server calls the webhook.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    match pods
-        .create(&PostParams::default(), &pod("privileged", true))
-        .await
-    {
-        Err(kube::Error::Api(status)) => assert!(
-            status
-                .message
-                .contains("privileged containers are not allowed: app"),
-            "{}",
-            status.message
-        ),
-        other => panic!("the privileged pod must be rejected by the API server: {other:?}"),
-    }
-    pods.create(&PostParams::default(), &pod("unprivileged", false))
-        .await
-        .unwrap();
-
-    // A mutating policy, a monitor-mode policy, a namespaced policy and a group.
-    apply_yaml(
-        &client,
-        &format!(
-            "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: security-context}}\nspec:\n  module: {}\n  mutating: true\n{}",
-            file_module("default-security-context"),
-            pods_rule()
-        ),
-    )
-    .await;
-    apply_yaml(
-        &client,
-        &format!(
-            "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: team-label}}\nspec:\n  module: {}\n  mode: monitor\n  settings: {{labels: [team]}}\n{}",
-            file_module("required-labels"),
-            pods_rule()
-        ),
-    )
-    .await;
-    apply_yaml(
-        &client,
-        &format!(
-            "apiVersion: policies.kubewarden.io/v1\nkind: AdmissionPolicy\nmetadata: {{name: privileged, namespace: team}}\nspec:\n  module: {}\n{}",
-            file_module("pod-privileged"),
-            pods_rule()
-        ),
-    )
-    .await;
-    apply_yaml(
-        &client,
-        &format!(
-            "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicyGroup\nmetadata: {{name: deployments}}\nspec:\n  expression: \"privileged() && labelled()\"\n  message: deployments must be unprivileged and labelled\n  rules:\n  - apiGroups: [apps]\n    apiVersions: [v1]\n    resources: [deployments]\n    operations: [CREATE]\n  policies:\n    privileged: {{module: \"{}\"}}\n    labelled: {{module: \"{}\", settings: {{labels: [app]}}}}\n",
-            file_module("pod-privileged"),
-            file_module("required-labels"),
-        ),
-    )
-    .await;
-    wait_for_phase(&caps, "security-context", PolicyStatusPhase::Active).await;
-    wait_for_phase(&caps, "team-label", PolicyStatusPhase::Active).await;
-    let aps: Api<AdmissionPolicy> = Api::namespaced(client.clone(), "team");
-    wait_for_phase(&aps, "privileged", PolicyStatusPhase::Active).await;
-    let groups: Api<ClusterAdmissionPolicyGroup> = Api::all(client.clone());
-    wait_for_phase(&groups, "deployments", PolicyStatusPhase::Active).await;
-    for id in [
-        "clusterwide-security-context",
-        "clusterwide-team-label",
-        "namespaced-team-privileged",
-        "clusterwide-group-deployments",
-    ] {
-        wait_served(&http, &base, id).await;
-    }
-    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    assert!(mutating
-        .get_opt("clusterwide-security-context")
-        .await
-        .unwrap()
-        .is_some());
-    let team_hook = webhooks.get("namespaced-team-privileged").await.unwrap();
-    let selector = team_hook.webhooks.unwrap()[0]
-        .namespace_selector
-        .clone()
-        .unwrap();
-    let only_team = &selector.match_expressions.unwrap()[0];
-    assert_eq!(
-        (only_team.operator.as_str(), only_team.values.as_deref()),
-        ("In", Some(&["team".to_owned()][..]))
-    );
-    assert!(webhooks
-        .get_opt("clusterwide-group-deployments")
-        .await
-        .unwrap()
-        .is_some());
-
-    // The mutation is on the stored object; the monitor policy admitted the
-    // unlabelled pod and counted it.
-    let stored = pods
-        .create(&PostParams::default(), &pod("mutated", false))
-        .await
-        .unwrap();
-    let stored = pods.get(&stored.metadata.name.unwrap()).await.unwrap();
-    let spec = stored.spec.unwrap();
-    assert_eq!(
-        spec.security_context.and_then(|s| s.run_as_non_root),
-        Some(true)
-    );
-    assert_eq!(
-        spec.containers[0]
-            .security_context
-            .as_ref()
-            .and_then(|s| s.allow_privilege_escalation),
-        Some(false)
-    );
-    let metrics = common::server::get(&metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let monitored = metrics
-        .lines()
-        .filter(|l| l.starts_with("palisade_policy_evaluations_total"))
-        .filter(|l| {
-            l.contains("policy_name=\"clusterwide-team-label\"")
-                && l.contains("policy_mode=\"monitor\"")
-                && l.contains("accepted=\"false\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>();
-    assert!(
-        monitored >= 1.0,
-        "monitor-mode rejections not counted:\n{metrics}"
-    );
-
-    // The ConfigMap is derived state: edited into garbage, it is written
-    // again from the policies, and every active policy stays served and
-    // registered.
-    let mut garbled = config_maps.get("policy-server-default").await.unwrap();
-    garbled
-        .data
-        .get_or_insert_with(Default::default)
-        .insert("policies.yml".into(), "{not: [yaml".into());
-    config_maps
-        .replace("policy-server-default", &PostParams::default(), &garbled)
-        .await
-        .unwrap();
-    let active_ids = [
-        "clusterwide-privileged-pods",
-        "clusterwide-security-context",
-        "clusterwide-team-label",
-        "namespaced-team-privileged",
-        "clusterwide-group-deployments",
-    ];
-    common::eventually(30, "the configuration to be written again", || async {
-        let text = config_maps
-            .get("policy-server-default")
-            .await
-            .ok()?
-            .data?
-            .remove("policies.yml")?;
-        let config = PoliciesConfig::parse(&text, "policies.yml").ok()?;
-        active_ids
-            .iter()
-            .all(|id| config.entries.contains_key(*id))
-            .then_some(())
-    })
-    .await;
-    for id in active_ids {
-        wait_served(&http, &base, id).await;
-        let registered = webhooks.get_opt(id).await.unwrap().is_some()
-            || mutating.get_opt(id).await.unwrap().is_some();
-        assert!(registered, "{id} lost its webhook");
-    }
-    match pods
-        .create(&PostParams::default(), &pod("privileged-again", true))
-        .await
-    {
-        Err(kube::Error::Api(status)) => assert!(
-            status
-                .message
-                .contains("privileged containers are not allowed"),
-            "{}",
-            status.message
-        ),
-        other => panic!("the privileged pod must still be rejected: {other:?}"),
+        }));
     }
 
-    // Invalid settings: pending with the policy's own message, and no webhook.
-    apply_yaml(
-        &client,
-        &format!(
-            "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: bad-labels}}\nspec:\n  module: {}\n  settings: {{labels: []}}\n{}",
-            file_module("required-labels"),
-            pods_rule()
-        ),
-    )
-    .await;
-    let pending = wait_for_phase(&caps, "bad-labels", PolicyStatusPhase::Pending).await;
-    let why = condition(&pending, "PolicyActive");
-    assert_eq!(why.reason, "InvalidSettings");
-    assert!(
-        why.message.contains("at least one required label"),
-        "{}",
-        why.message
-    );
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
-    let recorded = common::eventually(30, "an event saying why bad-labels is pending", || async {
-        let list = events
-            .list(&kube::api::ListParams::default().fields("regarding.name=bad-labels"))
-            .await
-            .ok()?;
-        list.items
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("InvalidSettings"))
-    })
-    .await;
-    assert_eq!(recorded.type_.as_deref(), Some("Warning"));
-    assert!(recorded
-        .note
-        .unwrap_or_default()
-        .contains("at least one required label"));
-    assert!(webhooks
-        .get_opt("clusterwide-bad-labels")
-        .await
-        .unwrap()
-        .is_none());
-
-    // A module that cannot be fetched: pending, saying why.
-    apply_yaml(
-        &client,
-        &format!(
-            "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: missing-module}}\nspec:\n  module: registry://{}/kubewarden/policies/missing:v1\n  rules: []\n",
-            registry.host
-        ),
-    )
-    .await;
-    let pending = wait_for_phase(&caps, "missing-module", PolicyStatusPhase::Pending).await;
-    let why = condition(&pending, "PolicyActive");
-    assert_eq!(why.reason, "ModuleUnavailable");
-    assert!(why.message.contains("missing"), "{}", why.message);
-
-    // A registry outage does not end the enforcement of an active policy.
-    drop(registry);
-    caps.patch(
-        "privileged-pods",
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"recheck": "1"}}})),
-    )
-    .await
-    .unwrap();
-    let outage = common::eventually(60, "the module check to fail", || async {
-        let (phase, status) = phase_of(&caps, "privileged-pods").await?;
-        let check = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "ModuleCheck")?
-            .clone();
-        Some((phase, check))
-    })
-    .await;
-    assert_eq!(outage.0, PolicyStatusPhase::Active);
-    assert_eq!(outage.1.reason, "ModuleUnavailable");
-    assert!(webhooks
-        .get_opt("clusterwide-privileged-pods")
-        .await
-        .unwrap()
-        .is_some());
-
-    // Drift on a webhook configuration is reverted.
-    webhooks
-        .patch(
-            "clusterwide-privileged-pods",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::<()>::Json(
-                serde_json::from_value(
-                    json!([{"op": "replace", "path": "/webhooks/0/timeoutSeconds", "value": 29}]),
-                )
-                .unwrap(),
-            ),
+    /// An existing Kubewarden manifest for a waPC policy, unchanged: while
+    /// no pod is ready, the policy waits for the rollout, without a webhook.
+    async fn a_kubewarden_manifest_waits_for_the_rollout(&self) {
+        apply_yaml(
+            &self.client,
+            &common::kubewarden_privileged_pods_manifest(&format!(
+                "registry://{}",
+                self.wapc_reference
+            )),
         )
-        .await
-        .unwrap();
-    common::eventually(60, "the drift to be reverted", || async {
-        let hook = webhooks.get("clusterwide-privileged-pods").await.ok()?;
-        (hook.webhooks?[0].timeout_seconds == Some(10)).then_some(())
-    })
-    .await;
-
-    // Deleting a policy removes its webhook; the privileged pod is then admitted.
-    caps.delete("privileged-pods", &DeleteParams::default())
-        .await
-        .unwrap();
-    common::eventually(60, "the webhook to be removed", || async {
-        webhooks
+        .await;
+        let pending =
+            wait_for_phase(&self.caps, "privileged-pods", PolicyStatusPhase::Pending).await;
+        let waiting = condition(&pending, "PolicyServerConfigurationUpToDate");
+        assert_eq!(waiting.status, "False");
+        let not_ready = Api::<PolicyServer>::all(self.client.clone())
+            .get("default")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        assert!(
+            not_ready
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "False"),
+            "{not_ready:?}"
+        );
+        assert!(self
+            .webhooks
             .get_opt("clusterwide-privileged-pods")
             .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
-    pods.create(&PostParams::default(), &pod("privileged-later", true))
-        .await
-        .unwrap();
+            .unwrap()
+            .is_none());
+    }
 
-    // A lost CA is replaced at once: new serving certificate, new caBundle everywhere.
-    secrets
-        .delete("policy-server-root-ca", &DeleteParams::default())
-        .await
-        .unwrap();
-    let old_ca = secret_text(&root, "ca.crt");
-    let new_root = common::eventually(30, "a new CA", || async {
-        let root = secrets.get_opt("policy-server-root-ca").await.ok()??;
-        (secret_text(&root, "ca.crt") != old_ca).then_some(root)
-    })
-    .await;
-    let new_ca = secret_text(&new_root, "ca.crt");
-    common::eventually(30, "the serving certificate to be reissued", || async {
-        let serving = secrets.get_opt("policy-server-default").await.ok()??;
-        (secret_text(&serving, "ca.crt") == new_ca).then_some(())
-    })
-    .await;
-    common::eventually(30, "the webhooks to trust the new CA", || async {
-        let config = mutating.get("clusterwide-security-context").await.ok()?;
-        let bundle = config.webhooks?[0].client_config.ca_bundle.clone()?;
-        (bundle.0 == secret_text(&new_root, "ca-bundle.crt").into_bytes()).then_some(())
-    })
-    .await;
+    /// Pods reported Ready: the policy becomes active, with a webhook of the
+    /// right shape that trusts the CA bundle.
+    async fn ready_pods_activate_the_policy(&mut self) {
+        self.tasks.push(common::mark_pods_ready(
+            self.client.clone(),
+            "kubewarden",
+            "kubewarden.io/policy-server=default",
+        ));
+        let active = wait_for_phase(&self.caps, "privileged-pods", PolicyStatusPhase::Active).await;
+        assert_eq!(condition(&active, "PolicyActive").status, "True");
+        assert_eq!(
+            condition(&active, "PolicyServerConfigurationUpToDate").status,
+            "True"
+        );
+        assert_eq!(condition(&active, "PolicyUniquelyReachable").status, "True");
+        let ready = self.deployments.get("policy-server-default").await.unwrap();
+        assert_eq!(ready.status.unwrap().ready_replicas, Some(1));
+        let policy_servers: Api<PolicyServer> = Api::all(self.client.clone());
+        common::eventually(30, "the PolicyServer to report Ready", || async {
+            let status = policy_servers.get("default").await.ok()?.status?;
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        })
+        .await;
 
-    // Deleting the PolicyServer leaves no webhook behind; its policies are
-    // `scheduled` again and its objects are garbage collected.
-    Api::<PolicyServer>::all(client.clone())
-        .delete("default", &DeleteParams::default())
-        .await
-        .unwrap();
-    let labelled = kube::api::ListParams::default().labels("kubewarden.io/policy-server=default");
-    common::eventually(
-        60,
-        "every webhook of the policy server to be removed",
-        || async {
-            let validating = webhooks.list(&labelled).await.ok()?.items.len();
-            let mutating = mutating.list(&labelled).await.ok()?.items.len();
-            (validating + mutating == 0).then_some(())
-        },
-    )
-    .await;
-    wait_for_phase(&caps, "security-context", PolicyStatusPhase::Scheduled).await;
-    common::eventually(60, "the Deployment to be garbage collected", || async {
-        deployments
-            .get_opt("policy-server-default")
+        let webhook = self
+            .webhooks
+            .get("clusterwide-privileged-pods")
             .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+            .unwrap();
+        let hook = &webhook.webhooks.unwrap()[0];
+        assert_eq!(
+            hook.name,
+            "clusterwide-privileged-pods.kubewarden.admission"
+        );
+        assert_eq!(
+            hook.client_config.url.as_deref(),
+            Some(format!("{}/validate/clusterwide-privileged-pods", self.base).as_str())
+        );
+        assert_eq!(
+            hook.client_config.ca_bundle.as_ref().unwrap().0,
+            self.ca_bundle.as_bytes()
+        );
+        assert_eq!(hook.admission_review_versions, ["v1"]);
+        let excluded = &hook
+            .namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_expressions
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(
+            (excluded.operator.as_str(), excluded.values.as_deref()),
+            ("NotIn", Some(&["kubewarden".to_owned()][..]))
+        );
+        // The certificate the controller issued is trusted through the CA bundle.
+        self.http = Some(common::server::client(&self.ca_bundle));
+        self.served("clusterwide-privileged-pods").await;
+    }
 
-    let reconciled = context.metrics.encode();
-    assert!(
-        reconciled.contains(
-            "palisade_controller_reconciliations_total{kind=\"PolicyServer\",result=\"ok\"}"
-        ),
-        "{reconciled}"
-    );
+    /// The API server itself calls the webhook.
+    async fn the_api_server_rejects_a_privileged_pod(&self, name: &str) {
+        match self
+            .pods
+            .create(&PostParams::default(), &pod(name, true))
+            .await
+        {
+            Err(kube::Error::Api(status)) => assert!(
+                status
+                    .message
+                    .contains("privileged containers are not allowed: app"),
+                "{}",
+                status.message
+            ),
+            other => panic!("the privileged pod must be rejected by the API server: {other:?}"),
+        }
+    }
 
-    controller.abort();
-    projector.abort();
-    kubelet.abort();
-    policy_server.shutdown().await;
+    /// A mutating policy, a monitor-mode policy, a namespaced policy and a
+    /// group all become active, with webhooks of their kind and scope.
+    async fn every_kind_becomes_active(&self) {
+        let client = &self.client;
+        apply_yaml(
+            client,
+            &format!(
+                "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: security-context}}\nspec:\n  module: {}\n  mutating: true\n{}",
+                file_module("default-security-context"),
+                pods_rule()
+            ),
+        )
+        .await;
+        apply_yaml(
+            client,
+            &format!(
+                "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: team-label}}\nspec:\n  module: {}\n  mode: monitor\n  settings: {{labels: [team]}}\n{}",
+                file_module("required-labels"),
+                pods_rule()
+            ),
+        )
+        .await;
+        apply_yaml(
+            client,
+            &format!(
+                "apiVersion: policies.kubewarden.io/v1\nkind: AdmissionPolicy\nmetadata: {{name: privileged, namespace: team}}\nspec:\n  module: {}\n{}",
+                file_module("pod-privileged"),
+                pods_rule()
+            ),
+        )
+        .await;
+        apply_yaml(
+            client,
+            &format!(
+                "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicyGroup\nmetadata: {{name: deployments}}\nspec:\n  expression: \"privileged() && labelled()\"\n  message: deployments must be unprivileged and labelled\n  rules:\n  - apiGroups: [apps]\n    apiVersions: [v1]\n    resources: [deployments]\n    operations: [CREATE]\n  policies:\n    privileged: {{module: \"{}\"}}\n    labelled: {{module: \"{}\", settings: {{labels: [app]}}}}\n",
+                file_module("pod-privileged"),
+                file_module("required-labels"),
+            ),
+        )
+        .await;
+        wait_for_phase(&self.caps, "security-context", PolicyStatusPhase::Active).await;
+        wait_for_phase(&self.caps, "team-label", PolicyStatusPhase::Active).await;
+        let aps: Api<AdmissionPolicy> = Api::namespaced(client.clone(), "team");
+        wait_for_phase(&aps, "privileged", PolicyStatusPhase::Active).await;
+        let groups: Api<ClusterAdmissionPolicyGroup> = Api::all(client.clone());
+        wait_for_phase(&groups, "deployments", PolicyStatusPhase::Active).await;
+        for id in ACTIVE_IDS {
+            self.served(id).await;
+        }
+        assert!(self
+            .mutating
+            .get_opt("clusterwide-security-context")
+            .await
+            .unwrap()
+            .is_some());
+        let team_hook = self
+            .webhooks
+            .get("namespaced-team-privileged")
+            .await
+            .unwrap();
+        let selector = team_hook.webhooks.unwrap()[0]
+            .namespace_selector
+            .clone()
+            .unwrap();
+        let only_team = &selector.match_expressions.unwrap()[0];
+        assert_eq!(
+            (only_team.operator.as_str(), only_team.values.as_deref()),
+            ("In", Some(&["team".to_owned()][..]))
+        );
+        assert!(self
+            .webhooks
+            .get_opt("clusterwide-group-deployments")
+            .await
+            .unwrap()
+            .is_some());
+    }
+
+    /// The mutation is on the stored object; the monitor policy admitted
+    /// the unlabelled pod and counted it.
+    async fn mutations_are_stored_and_monitor_mode_counts(&self) {
+        let stored = self
+            .pods
+            .create(&PostParams::default(), &pod("mutated", false))
+            .await
+            .unwrap();
+        let stored = self.pods.get(&stored.metadata.name.unwrap()).await.unwrap();
+        let spec = stored.spec.unwrap();
+        assert_eq!(
+            spec.security_context.and_then(|s| s.run_as_non_root),
+            Some(true)
+        );
+        assert_eq!(
+            spec.containers[0]
+                .security_context
+                .as_ref()
+                .and_then(|s| s.allow_privilege_escalation),
+            Some(false)
+        );
+        let metrics = common::server::get(&self.metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let monitored = metrics
+            .lines()
+            .filter(|l| l.starts_with("palisade_policy_evaluations_total"))
+            .filter(|l| {
+                l.contains("policy_name=\"clusterwide-team-label\"")
+                    && l.contains("policy_mode=\"monitor\"")
+                    && l.contains("accepted=\"false\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        assert!(
+            monitored >= 1.0,
+            "monitor-mode rejections not counted:\n{metrics}"
+        );
+    }
+
+    /// The ConfigMap is derived state: edited into garbage, it is written
+    /// again from the policies, and every active policy stays served,
+    /// registered and enforced.
+    async fn a_garbled_configuration_is_written_again(&self) {
+        let config_maps = &self.config_maps;
+        let mut garbled = config_maps.get("policy-server-default").await.unwrap();
+        garbled
+            .data
+            .get_or_insert_with(Default::default)
+            .insert("policies.yml".into(), "{not: [yaml".into());
+        config_maps
+            .replace("policy-server-default", &PostParams::default(), &garbled)
+            .await
+            .unwrap();
+        common::eventually(30, "the configuration to be written again", || async {
+            let text = config_maps
+                .get("policy-server-default")
+                .await
+                .ok()?
+                .data?
+                .remove("policies.yml")?;
+            let config = PoliciesConfig::parse(&text, "policies.yml").ok()?;
+            ACTIVE_IDS
+                .iter()
+                .all(|id| config.entries.contains_key(*id))
+                .then_some(())
+        })
+        .await;
+        for id in ACTIVE_IDS {
+            self.served(id).await;
+            let registered = self.webhooks.get_opt(id).await.unwrap().is_some()
+                || self.mutating.get_opt(id).await.unwrap().is_some();
+            assert!(registered, "{id} lost its webhook");
+        }
+        self.the_api_server_rejects_a_privileged_pod("privileged-again")
+            .await;
+    }
+
+    /// Invalid settings: pending with the policy's own message, a Warning
+    /// Event saying so, and no webhook.
+    async fn invalid_settings_stay_pending(&self) {
+        apply_yaml(
+            &self.client,
+            &format!(
+                "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: bad-labels}}\nspec:\n  module: {}\n  settings: {{labels: []}}\n{}",
+                file_module("required-labels"),
+                pods_rule()
+            ),
+        )
+        .await;
+        let pending = wait_for_phase(&self.caps, "bad-labels", PolicyStatusPhase::Pending).await;
+        let why = condition(&pending, "PolicyActive");
+        assert_eq!(why.reason, "InvalidSettings");
+        assert!(
+            why.message.contains("at least one required label"),
+            "{}",
+            why.message
+        );
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(self.client.clone());
+        let recorded =
+            common::eventually(30, "an event saying why bad-labels is pending", || async {
+                let list = events
+                    .list(&kube::api::ListParams::default().fields("regarding.name=bad-labels"))
+                    .await
+                    .ok()?;
+                list.items
+                    .into_iter()
+                    .find(|e| e.reason.as_deref() == Some("InvalidSettings"))
+            })
+            .await;
+        assert_eq!(recorded.type_.as_deref(), Some("Warning"));
+        assert!(recorded
+            .note
+            .unwrap_or_default()
+            .contains("at least one required label"));
+        assert!(self
+            .webhooks
+            .get_opt("clusterwide-bad-labels")
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    /// A module that cannot be fetched: pending, saying why.
+    async fn an_unfetchable_module_stays_pending(&self) {
+        apply_yaml(
+            &self.client,
+            &format!(
+                "apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: missing-module}}\nspec:\n  module: registry://{}/kubewarden/policies/missing:v1\n  rules: []\n",
+                self.registry_host()
+            ),
+        )
+        .await;
+        let pending =
+            wait_for_phase(&self.caps, "missing-module", PolicyStatusPhase::Pending).await;
+        let why = condition(&pending, "PolicyActive");
+        assert_eq!(why.reason, "ModuleUnavailable");
+        assert!(why.message.contains("missing"), "{}", why.message);
+    }
+
+    /// A registry outage does not end the enforcement of an active policy.
+    async fn a_registry_outage_keeps_an_active_policy(&mut self) {
+        self.registry = None;
+        self.caps
+            .patch(
+                "privileged-pods",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"recheck": "1"}}})),
+            )
+            .await
+            .unwrap();
+        let caps = &self.caps;
+        let outage = common::eventually(60, "the module check to fail", || async {
+            let (phase, status) = phase_of(caps, "privileged-pods").await?;
+            let check = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "ModuleCheck")?
+                .clone();
+            Some((phase, check))
+        })
+        .await;
+        assert_eq!(outage.0, PolicyStatusPhase::Active);
+        assert_eq!(outage.1.reason, "ModuleUnavailable");
+        assert!(self
+            .webhooks
+            .get_opt("clusterwide-privileged-pods")
+            .await
+            .unwrap()
+            .is_some());
+    }
+
+    /// Drift on a webhook configuration is reverted.
+    async fn webhook_drift_is_reverted(&self) {
+        let webhooks = &self.webhooks;
+        webhooks
+            .patch(
+                "clusterwide-privileged-pods",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::<()>::Json(
+                    serde_json::from_value(
+                        json!([{"op": "replace", "path": "/webhooks/0/timeoutSeconds", "value": 29}]),
+                    )
+                    .unwrap(),
+                ),
+            )
+            .await
+            .unwrap();
+        common::eventually(60, "the drift to be reverted", || async {
+            let hook = webhooks.get("clusterwide-privileged-pods").await.ok()?;
+            (hook.webhooks?[0].timeout_seconds == Some(10)).then_some(())
+        })
+        .await;
+    }
+
+    /// Deleting a policy removes its webhook; the privileged pod is then admitted.
+    async fn deleting_a_policy_removes_its_webhook(&self) {
+        self.caps
+            .delete("privileged-pods", &DeleteParams::default())
+            .await
+            .unwrap();
+        let webhooks = &self.webhooks;
+        common::eventually(60, "the webhook to be removed", || async {
+            webhooks
+                .get_opt("clusterwide-privileged-pods")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        self.pods
+            .create(&PostParams::default(), &pod("privileged-later", true))
+            .await
+            .unwrap();
+    }
+
+    /// A lost CA is replaced at once: new serving certificate, new caBundle everywhere.
+    async fn a_lost_ca_is_replaced(&self) {
+        let secrets = &self.secrets;
+        secrets
+            .delete("policy-server-root-ca", &DeleteParams::default())
+            .await
+            .unwrap();
+        let old_ca = secret_text(self.root.as_ref().unwrap(), "ca.crt");
+        let new_root = common::eventually(30, "a new CA", || async {
+            let root = secrets.get_opt("policy-server-root-ca").await.ok()??;
+            (secret_text(&root, "ca.crt") != old_ca).then_some(root)
+        })
+        .await;
+        let new_ca = secret_text(&new_root, "ca.crt");
+        common::eventually(30, "the serving certificate to be reissued", || async {
+            let serving = secrets.get_opt("policy-server-default").await.ok()??;
+            (secret_text(&serving, "ca.crt") == new_ca).then_some(())
+        })
+        .await;
+        let mutating = &self.mutating;
+        common::eventually(30, "the webhooks to trust the new CA", || async {
+            let config = mutating.get("clusterwide-security-context").await.ok()?;
+            let bundle = config.webhooks?[0].client_config.ca_bundle.clone()?;
+            (bundle.0 == secret_text(&new_root, "ca-bundle.crt").into_bytes()).then_some(())
+        })
+        .await;
+    }
+
+    /// Deleting the PolicyServer leaves no webhook behind; its policies are
+    /// `scheduled` again and its objects are garbage collected.
+    async fn deleting_the_policy_server_leaves_no_webhook(&self) {
+        Api::<PolicyServer>::all(self.client.clone())
+            .delete("default", &DeleteParams::default())
+            .await
+            .unwrap();
+        let labelled =
+            kube::api::ListParams::default().labels("kubewarden.io/policy-server=default");
+        let (webhooks, mutating) = (&self.webhooks, &self.mutating);
+        common::eventually(
+            60,
+            "every webhook of the policy server to be removed",
+            || async {
+                let validating = webhooks.list(&labelled).await.ok()?.items.len();
+                let mutating = mutating.list(&labelled).await.ok()?.items.len();
+                (validating + mutating == 0).then_some(())
+            },
+        )
+        .await;
+        wait_for_phase(&self.caps, "security-context", PolicyStatusPhase::Scheduled).await;
+        let deployments = &self.deployments;
+        common::eventually(60, "the Deployment to be garbage collected", || async {
+            deployments
+                .get_opt("policy-server-default")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        let reconciled = self.context.metrics.encode();
+        assert!(
+            reconciled.contains(
+                "palisade_controller_reconciliations_total{kind=\"PolicyServer\",result=\"ok\"}"
+            ),
+            "{reconciled}"
+        );
+    }
+
+    async fn stop(mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(server) = self.policy_server.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+/// One story, because the API server is costly to start: each step is named
+/// and leaves the cluster as the next one expects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_servers_and_policies_are_reconciled_and_enforced_by_the_api_server() {
+    let server = common::ApiServer::start().await;
+    let mut world = World::start(&server).await;
+    let serving = world.a_policy_server_becomes_its_objects().await;
+    world
+        .a_loopback_policy_server_runs_the_configuration(&serving)
+        .await;
+    world.a_kubewarden_manifest_waits_for_the_rollout().await;
+    world.ready_pods_activate_the_policy().await;
+    world
+        .the_api_server_rejects_a_privileged_pod("privileged")
+        .await;
+    world
+        .pods
+        .create(&PostParams::default(), &pod("unprivileged", false))
+        .await
+        .unwrap();
+    world.every_kind_becomes_active().await;
+    world.mutations_are_stored_and_monitor_mode_counts().await;
+    world.a_garbled_configuration_is_written_again().await;
+    world.invalid_settings_stay_pending().await;
+    world.an_unfetchable_module_stays_pending().await;
+    world.a_registry_outage_keeps_an_active_policy().await;
+    world.webhook_drift_is_reverted().await;
+    world.deleting_a_policy_removes_its_webhook().await;
+    world.a_lost_ca_is_replaced().await;
+    world.deleting_the_policy_server_leaves_no_webhook().await;
+    world.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -869,6 +1019,26 @@ async fn invalid_settings_are_refused_at_apply_time_with_the_policys_message() {
         matches!(from_registry, Err(kube::Error::Api(ref s)) if s.message.contains("at least one required label")),
         "{from_registry:?}"
     );
+
+    // What is not an AdmissionReview still gets one back, saying why (the
+    // API server shows the message), never a bare HTTP error.
+    let http = common::server::client(&cert.cert.pem());
+    let url = format!("https://127.0.0.1:{port}/validate-policies");
+    for (body, why) in [
+        ("not json".to_owned(), "not an AdmissionReview"),
+        (
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_owned(),
+            "no request",
+        ),
+    ] {
+        let response = http.post(&url).body(body).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let review: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(review["kind"], "AdmissionReview");
+        assert_eq!(review["response"]["allowed"], false, "{review}");
+        let message = review["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.contains(why), "{message}");
+    }
 
     // A module that cannot be loaded does not block the apply (the status will say why).
     try_create(
