@@ -51,6 +51,14 @@ impl CheckError {
     }
 }
 
+/// The caches here are maps changed by single calls: a panic elsewhere
+/// cannot leave one half-written, so a poisoned lock is used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Fetches and loads modules to check settings.
 #[derive(Debug, Clone)]
 pub struct SettingsChecker {
@@ -119,19 +127,14 @@ impl SettingsChecker {
         let key = format!("{sources:?}");
         let check_key = format!("{key}\n{module}\n{settings}");
         let now = Instant::now();
-        if let Ok(passed) = self.passed.lock() {
-            if passed
-                .get(&check_key)
-                .is_some_and(|at| now.duration_since(*at) < self.passed_ttl)
-            {
-                return Ok(());
-            }
+        if lock(&self.passed)
+            .get(&check_key)
+            .is_some_and(|at| now.duration_since(*at) < self.passed_ttl)
+        {
+            return Ok(());
         }
         let fetcher = {
-            let mut fetchers = self
-                .by_sources
-                .lock()
-                .map_err(|_| CheckError::Module("fetcher cache poisoned".into()))?;
+            let mut fetchers = lock(&self.by_sources);
             match fetchers.get(&key) {
                 Some(fetcher) => fetcher.clone(),
                 None => {
@@ -146,11 +149,10 @@ impl SettingsChecker {
             }
         };
         self.check_on(&fetcher, id, module, settings).await?;
-        if let Ok(mut passed) = self.passed.lock() {
-            let ttl = self.passed_ttl;
-            passed.retain(|_, at| now.duration_since(*at) < ttl);
-            passed.insert(check_key, now);
-        }
+        let mut passed = lock(&self.passed);
+        let ttl = self.passed_ttl;
+        passed.retain(|_, at| now.duration_since(*at) < ttl);
+        passed.insert(check_key, now);
         Ok(())
     }
 

@@ -577,12 +577,7 @@ impl World {
                 .and_then(|s| s.allow_privilege_escalation),
             Some(false)
         );
-        let metrics = common::server::get(&self.metrics_url)
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = common::server::get_text(&self.metrics_url).await;
         let monitored = metrics
             .lines()
             .filter(|l| l.starts_with("palisade_policy_evaluations_total"))

@@ -23,22 +23,22 @@ pub enum LoadError {
     },
     /// The bytes do not start with the WebAssembly magic number.
     #[error(
-        "{origin} is not a WebAssembly module (it does not start with the `\\0asm` magic bytes)"
+        "{source_name} is not a WebAssembly module (it does not start with the `\\0asm` magic bytes)"
     )]
-    NotWasm { origin: String },
+    NotWasm { source_name: String },
     /// A core module that is neither a waPC policy nor marked as a WASI one.
-    #[error("{origin} is a core WebAssembly module but not a waPC policy (it exports no `__guest_call`) nor marked `executionMode: wasi` in its metadata; build component policies with `cargo component build`")]
-    NotAPolicy { origin: String },
+    #[error("{source_name} is a core WebAssembly module but not a waPC policy (it exports no `__guest_call`) nor marked `executionMode: wasi` in its metadata; build component policies with `cargo component build`")]
+    NotAPolicy { source_name: String },
     /// The metadata asks for an execution mode this host does not run.
-    #[error("{origin} needs execution mode `{mode}`, which this host does not run")]
-    UnsupportedExecutionMode { origin: String, mode: String },
+    #[error("{source_name} needs execution mode `{mode}`, which this host does not run")]
+    UnsupportedExecutionMode { source_name: String, mode: String },
     /// The module failed validation or compilation (truncated, corrupted...).
-    #[error("{origin} is not a valid policy module: {reason}")]
-    InvalidModule { origin: String, reason: String },
+    #[error("{source_name} is not a valid policy module: {reason}")]
+    InvalidModule { source_name: String, reason: String },
     /// The metadata custom section is present but is not valid JSON of the
     /// expected shape.
-    #[error("policy metadata in {origin} is invalid: {reason}")]
-    InvalidMetadata { origin: String, reason: String },
+    #[error("policy metadata in {source_name} is invalid: {reason}")]
+    InvalidMetadata { source_name: String, reason: String },
     /// The component imports a host capability that its configuration does not grant.
     #[error("policy {policy} imports `{interface}`, which is not granted; grant it in the policy's hostCapabilities (e.g. `{grant}`)")]
     CapabilityNotGranted {

@@ -25,6 +25,7 @@ mod cache;
 mod capabilities;
 pub mod cli;
 mod component_host;
+mod core_module;
 mod engine;
 mod error;
 pub mod fetch;
@@ -35,7 +36,6 @@ mod policy;
 mod request;
 pub mod server;
 mod verdict;
-mod wapc;
 
 pub use cache::{module_digest, CompileCache, CompileOrigin};
 pub use capabilities::{Capability, CapabilityCall, Grants, KubernetesAccess};

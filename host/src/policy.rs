@@ -13,13 +13,13 @@ use crate::capabilities::KubernetesAccess;
 use crate::capabilities::PolicyContext;
 use crate::capabilities::{Capability, Grants};
 use crate::component_host::HostState;
+use crate::core_module::{AbiViolation, CoreRuntime, EvalEnv};
 use crate::engine::PolicyEngine;
 use crate::error::{EvalError, LoadError, SettingsError};
 use crate::limits::{MemoryCapExceeded, PolicyLimits};
 use crate::metadata::{read_metadata, ContextAwareResource, ExecutionMode, PolicyMetadata};
 use crate::request::PolicyRequest;
 use crate::verdict::Verdict;
-use crate::wapc::{AbiViolation, CoreMode, CoreRuntime, Runner};
 
 /// How an operator configured one policy.
 #[derive(Debug, Clone)]
@@ -105,7 +105,7 @@ pub struct LoadedPolicy {
     limits: PolicyLimits,
     digest: String,
     metadata: Option<PolicyMetadata>,
-    origin: CompileOrigin,
+    compiled: CompileOrigin,
 }
 
 impl std::fmt::Debug for LoadedPolicy {
@@ -113,7 +113,7 @@ impl std::fmt::Debug for LoadedPolicy {
         f.debug_struct("LoadedPolicy")
             .field("id", &self.context.policy_id)
             .field("digest", &self.digest)
-            .field("origin", &self.origin)
+            .field("compiled", &self.compiled)
             .finish_non_exhaustive()
     }
 }
@@ -156,24 +156,25 @@ impl PolicyLoader {
         self.load(&wasm, &path.display().to_string(), config)
     }
 
-    /// Loads a policy from its bytes; `origin` names them in errors.
+    /// Loads a policy from its bytes; `source_name` (a path, a reference)
+    /// names them in errors.
     pub fn load(
         &self,
         wasm: &[u8],
-        origin: &str,
+        source_name: &str,
         config: PolicyConfig,
     ) -> Result<LoadedPolicy, LoadError> {
         let invalid = |reason: String| LoadError::InvalidModule {
-            origin: origin.to_owned(),
+            source_name: source_name.to_owned(),
             reason,
         };
         let kind = ModuleKind::detect(wasm).ok_or_else(|| LoadError::NotWasm {
-            origin: origin.to_owned(),
+            source_name: source_name.to_owned(),
         })?;
         let metadata = read_metadata(wasm).map_err(|e| match e {
             crate::metadata::MetadataError::Wasm(reason) => invalid(reason),
             json => LoadError::InvalidMetadata {
-                origin: origin.to_owned(),
+                source_name: source_name.to_owned(),
                 reason: json.to_string(),
             },
         })?;
@@ -190,12 +191,12 @@ impl PolicyLoader {
                 )
             }
             ModuleKind::CoreModule => {
-                let mode = core_mode(wasm, metadata.as_ref(), origin)?;
+                let kind = core_kind(wasm, metadata.as_ref(), source_name)?;
                 let (module, compile_origin) = self
                     .compile::<Module>(wasm, &digest)
                     .map_err(|e| invalid(format!("{e:#}")))?;
                 (
-                    Runtime::Core(CoreRuntime::new(engine, &module, mode, &config.id)?),
+                    Runtime::Core(CoreRuntime::new(engine, &module, kind, &config.id)?),
                     compile_origin,
                 )
             }
@@ -213,7 +214,7 @@ impl PolicyLoader {
             limits: config.limits,
             digest,
             metadata,
-            origin: compile_origin,
+            compiled: compile_origin,
         })
     }
 }
@@ -251,29 +252,29 @@ fn component_pre(
     })
 }
 
-/// waPC when the module exports `__guest_call` (or says so), WASI when its
-/// metadata says `executionMode: wasi`.
-fn core_mode(
+/// What a core module is: waPC when it exports `__guest_call` (or says
+/// so), WASI when its metadata says `executionMode: wasi`.
+pub(crate) fn core_kind(
     wasm: &[u8],
     metadata: Option<&PolicyMetadata>,
-    origin: &str,
-) -> Result<CoreMode, LoadError> {
+    source_name: &str,
+) -> Result<PolicyKind, LoadError> {
     match metadata.and_then(|m| m.execution_mode) {
-        Some(ExecutionMode::Wasi) => return Ok(CoreMode::Wasi),
-        Some(ExecutionMode::KubewardenWapc) => return Ok(CoreMode::Wapc),
+        Some(ExecutionMode::Wasi) => return Ok(PolicyKind::Wasi),
+        Some(ExecutionMode::KubewardenWapc) => return Ok(PolicyKind::Wapc),
         Some(mode @ (ExecutionMode::Opa | ExecutionMode::Gatekeeper)) => {
             return Err(LoadError::UnsupportedExecutionMode {
-                origin: origin.to_owned(),
+                source_name: source_name.to_owned(),
                 mode: format!("{mode:?}").to_lowercase(),
             })
         }
         None => {}
     }
     if exports_guest_call(wasm) {
-        Ok(CoreMode::Wapc)
+        Ok(PolicyKind::Wapc)
     } else {
         Err(LoadError::NotAPolicy {
-            origin: origin.to_owned(),
+            source_name: source_name.to_owned(),
         })
     }
 }
@@ -360,7 +361,7 @@ impl LoadedPolicy {
 
     /// Whether the code was compiled now or loaded from the cache.
     pub fn compile_origin(&self) -> CompileOrigin {
-        self.origin
+        self.compiled
     }
 
     /// The limits every evaluation runs under.
@@ -372,8 +373,7 @@ impl LoadedPolicy {
     pub fn kind(&self) -> PolicyKind {
         match &self.runtime {
             Runtime::Component(_) => PolicyKind::Component,
-            Runtime::Core(core) if core.mode() == CoreMode::Wasi => PolicyKind::Wasi,
-            Runtime::Core(_) => PolicyKind::Wapc,
+            Runtime::Core(core) => core.kind(),
         }
     }
 
@@ -388,7 +388,7 @@ impl LoadedPolicy {
                 Verdict::from_wit(response).map_err(EvalError::InvalidResponse)
             }
             Runtime::Core(core) => {
-                core.validate(&self.runner(), &request.kubewarden_json()?, settings)
+                core.validate(&self.env(), &request.kubewarden_json()?, settings)
             }
         }
     }
@@ -406,22 +406,22 @@ impl LoadedPolicy {
                     .map_err(|e| classify(e, self.limits))?
                     .map_err(SettingsError::Rejected)
             }
-            Runtime::Core(core) => core.validate_settings(&self.runner(), settings),
+            Runtime::Core(core) => core.validate_settings(&self.env(), settings),
         }
     }
 
     /// The waPC protocol version, for waPC policies.
     pub fn protocol_version(&self) -> Option<Result<String, EvalError>> {
         match &self.runtime {
-            Runtime::Core(core) if core.mode() == CoreMode::Wapc => {
-                Some(core.protocol_version(&self.runner()))
+            Runtime::Core(core) if core.kind() == PolicyKind::Wapc => {
+                Some(core.protocol_version(&self.env()))
             }
             _ => None,
         }
     }
 
-    fn runner(&self) -> Runner<'_> {
-        Runner {
+    fn env(&self) -> EvalEnv<'_> {
+        EvalEnv {
             engine: &self.engine,
             limits: self.limits,
             context: &self.context,

@@ -43,16 +43,20 @@ fn path(p: std::path::PathBuf) -> String {
     p.to_string_lossy().into_owned()
 }
 
-#[test]
-fn run_prints_the_admission_review_response() {
-    let policy = path(policy_path("pod-privileged"));
+/// `palisade run <policy> <request flag> <fixture>`, its output parsed.
+fn run_review(policy: &str, request_flag: &str, fixture: &str) -> serde_json::Value {
     let out = ok_stdout(&[
         "run",
-        &policy,
-        "--request",
-        &path(fixture_path("pod-create-privileged.json")),
+        &path(policy_path(policy)),
+        request_flag,
+        &path(fixture_path(fixture)),
     ]);
-    let review: serde_json::Value = serde_json::from_str(&out).unwrap();
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn run_prints_the_admission_review_response() {
+    let review = run_review("pod-privileged", "--request", "pod-create-privileged.json");
     assert_eq!(review["kind"], "AdmissionReview");
     assert_eq!(review["response"]["allowed"], false);
     assert_eq!(
@@ -63,16 +67,24 @@ fn run_prints_the_admission_review_response() {
 
 #[test]
 fn run_prints_the_patch_of_a_mutating_policy() {
-    let policy = path(policy_path("default-security-context"));
-    let out = ok_stdout(&[
-        "run",
-        &policy,
+    let review = run_review(
+        "default-security-context",
         "-r",
-        &path(fixture_path("pod-create-unprivileged.json")),
-    ]);
-    let review: serde_json::Value = serde_json::from_str(&out).unwrap();
+        "pod-create-unprivileged.json",
+    );
     assert_eq!(review["response"]["patchType"], "JSONPatch");
-    assert!(review["response"]["patch"].as_str().unwrap().len() > 10);
+    use base64::Engine as _;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(review["response"]["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: serde_json::Value = serde_json::from_slice(&patch).unwrap();
+    assert_eq!(
+        patch,
+        serde_json::json!([
+            {"op": "add", "path": "/spec/containers/0/securityContext", "value": {"allowPrivilegeEscalation": false}},
+            {"op": "add", "path": "/spec/securityContext/runAsNonRoot", "value": true},
+        ])
+    );
 }
 
 #[test]

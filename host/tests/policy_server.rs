@@ -120,7 +120,18 @@ async fn every_fixture_gets_the_right_response_in_protect_and_monitor_mode() {
             );
             if !allowed {
                 assert_eq!(response["status"]["code"], 400);
-                assert!(response["status"]["message"].as_str().unwrap().len() > 5);
+                // Each policy says what it found: privileged containers,
+                // missing labels, images from registries not allowed.
+                let message = response["status"]["message"].as_str().unwrap();
+                let says = match policy {
+                    "privileged" => "privileged",
+                    "labels" => "label",
+                    _ => "registr",
+                };
+                assert!(
+                    message.contains(says),
+                    "{policy} on {fixture_name}: {message}"
+                );
             }
             // Monitor mode admits everything and carries no status.
             let (_, monitored) = post_fixture(
@@ -148,12 +159,7 @@ async fn every_fixture_gets_the_right_response_in_protect_and_monitor_mode() {
         }
     }
     // Monitor-mode rejections are counted with the real verdict.
-    let metrics = common::server::get(format!("{}/metrics", t.probe))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::server::get_text(format!("{}/metrics", t.probe)).await;
     assert!(
         metrics.contains(r#"policy_name="privileged-monitor",policy_mode="monitor",request_operation="CREATE",resource_kind="Pod",accepted="false""#),
         "{metrics}"
@@ -378,12 +384,7 @@ async fn looping_and_allocating_policies_are_rejected_cleanly_while_others_are_s
             .contains("memory limit"),
         "{body}"
     );
-    let metrics = common::server::get(format!("{}/metrics", t.probe))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::server::get_text(format!("{}/metrics", t.probe)).await;
     assert!(
         metrics.contains(r#"policy_name="loop""#) && metrics.contains(r#"error="timeout""#),
         "{metrics}"

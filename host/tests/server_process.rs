@@ -138,12 +138,7 @@ async fn sighup_reloads_and_json_logs_carry_the_request() {
         body["response"]["allowed"], true,
         "still serving after the reload"
     );
-    let metrics = common::server::get(format!("{}/metrics", p.probe))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::server::get_text(format!("{}/metrics", p.probe)).await;
     assert!(metrics.contains(r#"policy_name="privileged""#));
     signal(&p.child, "TERM");
     let output = tokio::task::spawn_blocking(move || {

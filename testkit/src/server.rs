@@ -133,3 +133,8 @@ pub async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (u16, s
 pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
     plain_client().get(url).send().await
 }
+
+/// The body of `GET url` (metrics, readiness), which must succeed.
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    get(url).await.unwrap().text().await.unwrap()
+}

@@ -58,7 +58,7 @@ pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
     super::print(&text)
 }
 
-fn report(wasm: &[u8], origin: &str) -> anyhow::Result<Report> {
+fn report(wasm: &[u8], source_name: &str) -> anyhow::Result<Report> {
     let metadata = read_metadata(wasm)?;
     let kind = match ModuleKind::detect(wasm) {
         Some(ModuleKind::Component) => "component",
@@ -69,12 +69,12 @@ fn report(wasm: &[u8], origin: &str) -> anyhow::Result<Report> {
             _ if crate::policy::exports_guest_call(wasm) => "waPC (core module)",
             _ => "core module (not a policy: no `__guest_call` export)",
         },
-        None => bail!("{origin} is not a WebAssembly module"),
+        None => bail!("{source_name} is not a WebAssembly module"),
     };
     let mut imports = Vec::new();
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(wasm) {
-        match payload.map_err(|e| anyhow::anyhow!("{origin} is not a valid module: {e}"))? {
+        match payload.map_err(|e| anyhow::anyhow!("{source_name} is not a valid module: {e}"))? {
             Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ComponentImportSection(section) if depth == 0 => {

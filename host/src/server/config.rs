@@ -158,18 +158,18 @@ impl PoliciesConfig {
         Self::parse(&text, &path.display().to_string())
     }
 
-    /// Parses `policies.yml` text; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+    /// Parses `policies.yml` text; `source_name` names it in errors.
+    pub fn parse(text: &str, source_name: &str) -> Result<Self, ConfigError> {
         let raw: BTreeMap<String, serde_yaml::Value> = serde_yaml::from_str::<Option<_>>(text)
             .map_err(|e| ConfigError::Yaml {
-                path: origin.to_owned(),
+                path: source_name.to_owned(),
                 reason: e.to_string(),
             })?
             .unwrap_or_default();
         let mut entries = BTreeMap::new();
         for (id, value) in raw {
             let entry_error = |reason: String| ConfigError::Entry {
-                path: origin.to_owned(),
+                path: source_name.to_owned(),
                 id: id.clone(),
                 reason,
             };

@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 
 use super::metrics::{EvaluationLabels, Metrics};
-use super::policies::{Origin, PolicySet};
+use super::policies::{Endpoint, PolicySet};
 use crate::AdmissionResponse;
 use crate::PolicyRequest;
 
@@ -95,9 +95,9 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
     if route == Route::Raw {
         return raw_not_supported(&id, &body);
     }
-    let origin = match route {
-        Route::Audit => Origin::Audit,
-        _ => Origin::Validate,
+    let endpoint = match route {
+        Route::Audit => Endpoint::Audit,
+        _ => Endpoint::Validate,
     };
     let Ok(_permit) = state.workers.acquire().await else {
         return error(
@@ -116,7 +116,7 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
                 return Ok((request, None));
             }
         }
-        let outcome = policy.evaluate(&id, &request, origin);
+        let outcome = policy.evaluate(&id, &request, endpoint);
         Ok::<_, crate::EvalError>((request, Some((id, outcome))))
     })
     .await;
@@ -141,14 +141,14 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
         resource_kind: request.kind().to_owned(),
         accepted: outcome.accepted.to_string(),
         mutated: outcome.mutated.to_string(),
-        request_origin: origin.as_str().to_owned(),
+        request_origin: endpoint.as_str().to_owned(),
         error: outcome.error.unwrap_or_default().to_owned(),
     };
     state.metrics.record(&labels, elapsed);
     tracing::info!(
         uid = %request.uid(),
         policy = %id,
-        origin = origin.as_str(),
+        endpoint = endpoint.as_str(),
         mode = outcome.mode.as_str(),
         accepted = outcome.accepted,
         allowed = outcome.response.allowed,

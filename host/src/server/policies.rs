@@ -36,14 +36,14 @@ pub struct LoadOptions {
 
 /// Which endpoint a request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub enum Endpoint {
     /// `/validate`: the policy's mode, mutation ban and message apply.
     Validate,
     /// `/audit`: the raw verdict.
     Audit,
 }
 
-impl Origin {
+impl Endpoint {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Validate => "validate",
@@ -52,14 +52,15 @@ impl Origin {
     }
 }
 
-/// One loaded policy, or why it could not be loaded.
+/// One module with its settings: loaded, or why it could not be (a single
+/// policy has one, a group one per member).
 #[derive(Debug)]
-struct Member {
+struct ConfiguredModule {
     settings: String,
     loaded: Result<LoadedPolicy, String>,
 }
 
-impl Member {
+impl ConfiguredModule {
     /// Evaluates, turning every failure into a 500 rejection (a broken policy
     /// answers; it does not take the server down).
     fn evaluate(&self, request: &PolicyRequest) -> (AdmissionResponse, Option<&'static str>) {
@@ -88,16 +89,17 @@ pub trait NativePolicy: Send + Sync + std::fmt::Debug {
     fn validate(&self, request: &PolicyRequest) -> crate::Verdict;
 }
 
+/// What a served policy evaluates.
 #[derive(Debug)]
-enum Target {
+enum Served {
     Native(Box<dyn NativePolicy>),
     Policy {
-        member: Box<Member>,
+        module: Box<ConfiguredModule>,
         allowed_to_mutate: bool,
     },
     Group {
         expression: Expr,
-        members: BTreeMap<String, Member>,
+        members: BTreeMap<String, ConfiguredModule>,
     },
 }
 
@@ -106,7 +108,7 @@ enum Target {
 pub struct ServedPolicy {
     mode: PolicyMode,
     message: Option<String>,
-    target: Target,
+    served: Served,
 }
 
 /// The result of one evaluation.
@@ -149,8 +151,8 @@ impl PolicySet {
                 Entry::Policy(spec) => ServedPolicy {
                     mode: spec.policy_mode,
                     message: spec.message.clone(),
-                    target: Target::Policy {
-                        member: Box::new(loading.member(id, &spec.module)?),
+                    served: Served::Policy {
+                        module: Box::new(loading.module(id, &spec.module)?),
                         allowed_to_mutate: spec.allowed_to_mutate,
                     },
                 },
@@ -176,13 +178,13 @@ impl PolicySet {
                     for (name, member) in &spec.policies {
                         members.insert(
                             name.clone(),
-                            loading.member(&format!("{id}/{name}"), member)?,
+                            loading.module(&format!("{id}/{name}"), member)?,
                         );
                     }
                     ServedPolicy {
                         mode: spec.policy_mode,
                         message: Some(spec.message.clone()),
-                        target: Target::Group {
+                        served: Served::Group {
                             expression,
                             members,
                         },
@@ -209,7 +211,7 @@ impl PolicySet {
         let served = ServedPolicy {
             mode: PolicyMode::Protect,
             message: None,
-            target: Target::Native(policy),
+            served: Served::Native(policy),
         };
         self.policies.insert(id.into(), Arc::new(served));
     }
@@ -220,7 +222,7 @@ impl PolicySet {
     }
 }
 
-/// What loading a member needs from its surroundings.
+/// What loading a module needs from its surroundings.
 struct Loading<'a> {
     loader: &'a PolicyLoader,
     modules: &'a FetchedModules,
@@ -231,7 +233,7 @@ impl Loading<'_> {
     /// Loads one module and validates its settings; a failure is the whole
     /// configuration's unless `continue_on_errors`, where the member answers
     /// every request with a 500 instead.
-    fn member(&self, id: &str, spec: &ModuleSpec) -> Result<Member, ConfigError> {
+    fn module(&self, id: &str, spec: &ModuleSpec) -> Result<ConfiguredModule, ConfigError> {
         let Self {
             loader,
             modules,
@@ -263,13 +265,13 @@ impl Loading<'_> {
             Ok(loaded)
         };
         match attempt() {
-            Ok(loaded) => Ok(Member {
+            Ok(loaded) => Ok(ConfiguredModule {
                 settings,
                 loaded: Ok(loaded),
             }),
             Err(reason) if options.continue_on_errors => {
                 tracing::error!(policy = %id, %reason, "policy failed to initialise; it will reject every request");
-                Ok(Member {
+                Ok(ConfiguredModule {
                     settings,
                     loaded: Err(format!("policy {id} failed to initialise: {reason}")),
                 })
@@ -285,23 +287,23 @@ impl Loading<'_> {
 
 impl ServedPolicy {
     /// Evaluates one request. CPU-bound: call it off the async runtime.
-    pub fn evaluate(&self, id: &str, request: &PolicyRequest, origin: Origin) -> Outcome {
-        let (mut response, error, allowed_to_mutate) = match &self.target {
-            Target::Native(policy) => (
+    pub fn evaluate(&self, id: &str, request: &PolicyRequest, endpoint: Endpoint) -> Outcome {
+        let (mut response, error, allowed_to_mutate) = match &self.served {
+            Served::Native(policy) => (
                 policy
                     .validate(request)
                     .into_response(request.uid(), request.object()),
                 None,
                 false,
             ),
-            Target::Policy {
-                member,
+            Served::Policy {
+                module,
                 allowed_to_mutate,
             } => {
-                let (response, error) = member.evaluate(request);
+                let (response, error) = module.evaluate(request);
                 (response, error, *allowed_to_mutate)
             }
-            Target::Group {
+            Served::Group {
                 expression,
                 members,
             } => {
@@ -312,7 +314,7 @@ impl ServedPolicy {
         };
         let accepted = response.allowed;
         let mutated = response.patch.is_some();
-        if origin == Origin::Validate {
+        if endpoint == Endpoint::Validate {
             self.post_process(id, &mut response, allowed_to_mutate);
         }
         Outcome {
@@ -342,8 +344,8 @@ impl ServedPolicy {
                 400,
             );
         }
-        if let (false, Some(message), Target::Policy { .. }) =
-            (response.allowed, &self.message, &self.target)
+        if let (false, Some(message), Served::Policy { .. }) =
+            (response.allowed, &self.message, &self.served)
         {
             if let Some(status) = response.status.as_mut() {
                 let original = std::mem::replace(&mut status.message, message.clone());
@@ -361,7 +363,7 @@ impl ServedPolicy {
 /// were evaluated become the causes.
 fn evaluate_group(
     expression: &Expr,
-    members: &BTreeMap<String, Member>,
+    members: &BTreeMap<String, ConfiguredModule>,
     request: &PolicyRequest,
     message: Option<&str>,
 ) -> (AdmissionResponse, Option<&'static str>) {

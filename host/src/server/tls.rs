@@ -49,25 +49,29 @@ impl ReloadingCertificate {
     /// is reported and the current certificate keeps serving.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
         let fingerprint = read_both(&self.cert_path, &self.key_path)?;
-        let unchanged = self
-            .state
-            .read()
-            .map(|s| s.1 == fingerprint)
-            .unwrap_or(false);
-        if unchanged {
+        if self.read().1 == fingerprint {
             return Ok(false);
         }
         let (key, fingerprint) = load_pair(&self.cert_path, &self.key_path)?;
-        if let Ok(mut state) = self.state.write() {
-            *state = (key, fingerprint);
-        }
+        *self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (key, fingerprint);
         Ok(true)
+    }
+
+    /// The current pair. Writers replace it in one assignment, so a poisoned
+    /// lock still holds a whole pair.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, (Arc<CertifiedKey>, Vec<u8>)> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 impl ResolvesServerCert for ReloadingCertificate {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.state.read().ok().map(|s| s.0.clone())
+        Some(self.read().0.clone())
     }
 }
 

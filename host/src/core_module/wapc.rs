@@ -1,4 +1,5 @@
-//! The waPC host imports (`wapc` module), implemented on wasmtime.
+//! Kubewarden's waPC protocol: the host imports (`wapc` module) and the
+//! guest call, implemented on wasmtime.
 //!
 //! Every pointer and length the guest passes is checked against its memory:
 //! lengths are unsigned 32-bit values (a negative `i32` is a huge length), so
@@ -7,10 +8,13 @@
 
 use std::sync::Arc;
 
-use wasmtime::{Caller, Extern, Linker, Memory};
+use wasmtime::{Caller, Extern, InstancePre, Linker, Memory};
 use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
+use super::EvalEnv;
 use crate::capabilities::{self, PolicyContext};
+use crate::error::EvalError;
 use crate::limits::MemoryLimiter;
 
 /// Raised by a host import when the guest breaks the ABI; it traps the call.
@@ -209,4 +213,48 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CoreState>) -> wasmtime::Result<
         },
     )?;
     Ok(())
+}
+
+/// Calls `operation` with `payload` in a fresh instance; the guest's
+/// response, or its error as [`EvalError::PolicyError`].
+pub(super) fn guest_call(
+    pre: &InstancePre<CoreState>,
+    env: &EvalEnv<'_>,
+    operation: &str,
+    payload: Vec<u8>,
+) -> Result<Vec<u8>, EvalError> {
+    let payload_len = i32::try_from(payload.len())
+        .map_err(|_| EvalError::InvalidRequest("the payload exceeds 2 GiB".into()))?;
+    let operation_len = i32::try_from(operation.len()).unwrap_or(i32::MAX);
+    let mut store = env.store(WasiCtxBuilder::new().build_p1());
+    let instance = pre.instantiate(&mut store).map_err(|e| env.classify(e))?;
+    // Reactors initialise their runtime in `_initialize`; waPC guests
+    // register their functions in `wapc_init` (or `_start`).
+    for init in ["_initialize", "_start", "wapc_init"] {
+        if let Ok(f) = instance.get_typed_func::<(), ()>(&mut store, init) {
+            if let Err(e) = f.call(&mut store, ()) {
+                if e.downcast_ref::<I32Exit>().map(|x| x.0) != Some(0) {
+                    return Err(env.classify(e));
+                }
+            }
+        }
+    }
+    let call = instance
+        .get_typed_func::<(i32, i32), i32>(&mut store, "__guest_call")
+        .map_err(|e| EvalError::Runtime(format!("`__guest_call`: {e:#}")))?;
+    store.data_mut().exchange.operation = operation.as_bytes().to_vec();
+    store.data_mut().exchange.payload = payload;
+    let ok = call
+        .call(&mut store, (operation_len, payload_len))
+        .map_err(|e| env.classify(e))?;
+    let exchange = &mut store.data_mut().exchange;
+    if ok == 1 {
+        Ok(exchange.response.take().unwrap_or_default())
+    } else {
+        let error = exchange.error.take().unwrap_or_default();
+        Err(EvalError::PolicyError(format!(
+            "{operation}: {}",
+            String::from_utf8_lossy(&error)
+        )))
+    }
 }
