@@ -29,9 +29,10 @@ go-tools:
 	scripts/ensure-go-tools.sh
 	scripts/ensure-kube.sh
 
-## crds: regenerate the committed CRD YAML from the Rust types
+## crds: regenerate the committed CRD YAML (policies, reports) from the Rust types
 crds:
 	cargo run -q -p palisade-controller --bin crdgen > controller/crds/policies.kubewarden.io.yaml
+	cargo run -q -p palisade-audit --bin audit-crdgen > audit/crds/reports.yaml
 
 lint:
 	cargo fmt --all -- --check

@@ -21,7 +21,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -177,15 +177,7 @@ impl World {
     async fn start(server: &common::ApiServer) -> Self {
         let client = server.client();
         common::install_crds(&client, palisade_controller::crd::crds()).await;
-        for namespace in ["kubewarden", "team"] {
-            Api::<Namespace>::all(client.clone())
-                .create(
-                    &PostParams::default(),
-                    &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap(),
-                )
-                .await
-                .unwrap();
-        }
+        common::create_namespaces(&client, &["kubewarden", "team"]).await;
         let registry = common::registry::Registry::start(Default::default());
         let work = tempfile::tempdir().unwrap();
         let wapc_reference = format!(

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use palisade_controller::crd::PolicyServer;
 use serde_json::json;
@@ -103,13 +102,7 @@ async fn one_leader_reconciles_and_a_terminated_leader_hands_over() {
     let server = common::ApiServer::start().await;
     let client = server.client();
     common::install_crds(&client, palisade_controller::crd::crds()).await;
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "kubewarden"}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    common::create_namespaces(&client, &["kubewarden"]).await;
     let store = tempfile::tempdir().unwrap();
     let mut replicas = [
         start_replica(&server, "replica-a", store.path()),

@@ -303,3 +303,17 @@ spec:
 "#
     )
 }
+
+/// Creates the namespaces `names`.
+pub async fn create_namespaces(client: &kube::Client, names: &[&str]) {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, PostParams};
+    let api: Api<Namespace> = Api::all(client.clone());
+    for name in names {
+        let namespace: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        api.create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+    }
+}

@@ -24,7 +24,8 @@ pub mod server;
 pub mod wait;
 
 pub use apiserver::{
-    create_yaml, install_crds, kubewarden_privileged_pods_manifest, mark_pods_ready, ApiServer,
+    create_namespaces, create_yaml, install_crds, kubewarden_privileged_pods_manifest,
+    mark_pods_ready, ApiServer,
 };
 pub use paths::{fixture_path, policy_path, tool_bin};
 pub use policies::{fixture, load, load_default, loader};

@@ -264,18 +264,30 @@ async fn load_set(
             source,
         })?;
     let config = PoliciesConfig::parse(&text, &path.display().to_string())?;
+    Ok((
+        load_policies(&config, fetcher, loader, &options.load).await?,
+        text,
+    ))
+}
+
+/// Fetches every module of `config` and loads the policies (off the async
+/// runtime): what the policy-server serves, and what the audit scanner
+/// evaluates with.
+pub async fn load_policies(
+    config: &PoliciesConfig,
+    fetcher: &Fetcher,
+    loader: &PolicyLoader,
+    options: &LoadOptions,
+) -> Result<PolicySet, ServerError> {
     let modules = fetch_all(fetcher, config.modules())
         .await
         .into_iter()
         .map(|(reference, result)| (reference, result.map(|m| m.path).map_err(|e| e.to_string())))
         .collect();
-    let load = options.load.clone();
-    let loader = loader.clone();
-    tokio::task::spawn_blocking(move || {
-        Ok((PolicySet::load(&config, &modules, &loader, &load)?, text))
-    })
-    .await
-    .map_err(|e| ServerError::Task(e.to_string()))?
+    let (config, options, loader) = (config.clone(), options.clone(), loader.clone());
+    tokio::task::spawn_blocking(move || Ok(PolicySet::load(&config, &modules, &loader, &options)?))
+        .await
+        .map_err(|e| ServerError::Task(e.to_string()))?
 }
 
 /// Accepts connections until shutdown, then waits (up to `grace`) for the
