@@ -285,19 +285,23 @@ impl World {
             Some(true)
         );
         assert!(container.readiness_probe.is_some());
-        let service = Api::<Service>::namespaced(self.client.clone(), "kubewarden")
-            .get("policy-server-default")
-            .await
-            .unwrap();
+        // The reconciler applies the Service and the budget after the
+        // Deployment: wait for them too.
+        let services: Api<Service> = Api::namespaced(self.client.clone(), "kubewarden");
+        let service = common::eventually(30, "the Service", || async {
+            services.get_opt("policy-server-default").await.ok()?
+        })
+        .await;
         let ports = service.spec.unwrap().ports.unwrap();
         assert_eq!(
             (ports[0].port, ports[0].target_port.clone()),
             (443, Some(IntOrString::Int(8443)))
         );
-        let budget = Api::<PodDisruptionBudget>::namespaced(self.client.clone(), "kubewarden")
-            .get("policy-server-default")
-            .await
-            .unwrap();
+        let budgets: Api<PodDisruptionBudget> = Api::namespaced(self.client.clone(), "kubewarden");
+        let budget = common::eventually(30, "the PodDisruptionBudget", || async {
+            budgets.get_opt("policy-server-default").await.ok()?
+        })
+        .await;
         assert_eq!(
             budget.spec.unwrap().min_available,
             Some(IntOrString::Int(1))
