@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use palisade_audit::reports::{Outcome, PolicyResult, Report};
@@ -421,4 +421,98 @@ async fn differential(
         }
     }
     policy_server.shutdown().await;
+}
+
+/// Cluster-scoped resources get ClusterReports; a resource type the
+/// scanner's ServiceAccount may not list is logged as errors for the
+/// policies that wanted it, and the rest of the scan completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_scoped_resources_and_a_type_the_scanner_may_not_list() {
+    use palisade_audit::reports::ClusterReport;
+    let server = common::ApiServer::start().await;
+    let client = server.client();
+    common::install_crds(&client, palisade_controller::crd::crds()).await;
+    common::install_crds(&client, palisade_audit::reports::crds()).await;
+    common::create_namespaces(&client, &["kubewarden", "labelled"]).await;
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            "labelled",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"owner": "me"}}})),
+        )
+        .await
+        .unwrap();
+    let create = |yaml: String| {
+        let client = client.clone();
+        async move { common::create_yaml(&client, &yaml).await.unwrap() }
+    };
+    create("apiVersion: policies.kubewarden.io/v1\nkind: PolicyServer\nmetadata: {name: default}\nspec:\n  image: policy-server\n  replicas: 1\n".into()).await;
+    let rule = |resource: &str| {
+        format!("  rules:\n  - apiGroups: [\"\"]\n    apiVersions: [v1]\n    resources: [{resource}]\n    operations: [CREATE]\n")
+    };
+    create(format!("apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: namespace-owner}}\nspec:\n  module: {}\n  settings: {{labels: [owner]}}\n{}", module("required-labels"), rule("namespaces"))).await;
+    create(format!("apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: configmap-owner}}\nspec:\n  module: {}\n  settings: {{labels: [owner]}}\n{}", module("required-labels"), rule("configmaps"))).await;
+    let caps: Api<ClusterAdmissionPolicy> = Api::all(client.clone());
+    for name in ["namespace-owner", "configmap-owner"] {
+        mark_active(&caps, name).await;
+    }
+    write_configuration(&client).await;
+
+    // Everything a scanner needs, except listing ConfigMaps outside the
+    // engine's own (it reads PolicyServer configuration there).
+    let scanner = server
+        .client_as_service_account(
+            "kubewarden",
+            "audit-scanner",
+            json!([
+                {"apiGroups": ["policies.kubewarden.io"], "resources": ["*"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["namespaces", "pods"], "verbs": ["get", "list"]},
+                {"apiGroups": ["openreports.io"], "resources": ["reports", "clusterreports"], "verbs": ["get", "list", "create", "update", "delete"]},
+            ]),
+        )
+        .await;
+    // The PolicyServer's ConfigMap, readable in the engine namespace only.
+    let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
+        "metadata": {"name": "read-config", "namespace": "kubewarden"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}],
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(client.clone(), "kubewarden")
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "read-config", "namespace": "kubewarden"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-config"},
+        "subjects": [{"kind": "ServiceAccount", "name": "audit-scanner", "namespace": "kubewarden"}],
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), "kubewarden")
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    let stats = scan(scanner, &options(work.path(), &[])).await.unwrap();
+    // Cluster-scoped: every namespace but the engine's... namespaces are
+    // cluster-scoped objects, so all of them are audited.
+    let reports = Api::<ClusterReport>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let by_name: BTreeMap<String, Outcome> = reports
+        .iter()
+        .map(|r| {
+            let scope = r.spec.scope.as_ref().unwrap();
+            assert_eq!(scope.kind.as_deref(), Some("Namespace"));
+            (scope.name.clone().unwrap(), r.spec.results[0].result)
+        })
+        .collect();
+    assert_eq!(by_name.get("labelled"), Some(&Outcome::Pass), "{by_name:?}");
+    assert_eq!(by_name.get("default"), Some(&Outcome::Fail), "{by_name:?}");
+    // ConfigMaps could not be listed in either scanned namespace: errors,
+    // and the scan still completed.
+    assert!(stats.error >= 2, "{stats:?}");
+    assert_eq!(stats.objects as usize, reports.len(), "{stats:?}");
 }

@@ -172,12 +172,64 @@ impl ApiServer {
         }
     }
 
+    /// A client with the admin token.
     pub fn client(&self) -> kube::Client {
+        self.client_with_token(&self.token)
+    }
+
+    /// A client authenticated by `token` (a ServiceAccount's, to test RBAC).
+    pub fn client_with_token(&self, token: &str) -> kube::Client {
         let mut config = kube::Config::new(self.url.parse().unwrap());
         let der = rustls_pemfile_der(&self.ca_pem);
         config.root_cert = Some(vec![der]);
-        config.auth_info.token = Some(self.token.clone().into());
+        config.auth_info.token = Some(token.to_owned().into());
         kube::Client::try_from(config).unwrap()
+    }
+
+    /// A client acting as ServiceAccount `namespace/name` (created here)
+    /// with exactly the rules of `role` (a ClusterRole as JSON, bound to it).
+    pub async fn client_as_service_account(
+        &self,
+        namespace: &str,
+        name: &str,
+        rules: serde_json::Value,
+    ) -> kube::Client {
+        use k8s_openapi::api::authentication::v1::TokenRequest;
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+        use kube::api::{Api, PostParams};
+        let admin = self.client();
+        let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+        let account: ServiceAccount = from_json(serde_json::json!({"metadata": {"name": name}}));
+        accounts
+            .create(&PostParams::default(), &account)
+            .await
+            .unwrap();
+        let role: ClusterRole =
+            from_json(serde_json::json!({"metadata": {"name": name}, "rules": rules}));
+        Api::<ClusterRole>::all(admin.clone())
+            .create(&PostParams::default(), &role)
+            .await
+            .unwrap();
+        let binding: ClusterRoleBinding = from_json(serde_json::json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        }));
+        Api::<ClusterRoleBinding>::all(admin)
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+        let request: TokenRequest = from_json(serde_json::json!({"spec": {"audiences": []}}));
+        let token = accounts
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .token
+            .unwrap();
+        self.client_with_token(&token)
     }
 }
 
@@ -316,4 +368,8 @@ pub async fn create_namespaces(client: &kube::Client, names: &[&str]) {
             .await
             .unwrap();
     }
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).unwrap()
 }
