@@ -9,7 +9,7 @@ export PALISADE_POLICY_DIR ?= $(CARGO_TARGET_DIR)/policies
 export PALISADE_BIN_DIR ?= $(CACHE_HOME)/palisade/bin
 export FIXTURES ?= $(abspath ../shared/fixtures/admission)
 
-.PHONY: demo serve test go-tools crds lint policies bench bench-server clean-policies
+.PHONY: demo serve test go-tools crds lint policies bench bench-server bench-audit clean-policies
 
 ## demo: build the sample policies and evaluate every fixture with them
 demo: policies
@@ -51,6 +51,10 @@ bench: policies
 ## bench-server: wrk on loopback against the policy-server and a native baseline (BENCH_DURATION=5)
 bench-server: policies
 	scripts/bench-server.sh
+
+## bench-audit: the audit scanner on OBJECTS pods in NAMESPACES namespaces x 5 policies (test API server)
+bench-audit: policies go-tools
+	cargo bench -p palisade-audit --bench scan
 
 clean-policies:
 	rm -rf "$(PALISADE_POLICY_DIR)"

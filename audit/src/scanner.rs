@@ -16,7 +16,9 @@ use palisade_host::fetch::{Fetcher, FetcherOptions, Sources};
 use palisade_host::server::config::PoliciesConfig;
 use palisade_host::server::policies::{Endpoint, ServedPolicy};
 use palisade_host::server::{LoadOptions, PolicySet};
-use palisade_host::{EngineConfig, KubernetesAccess, PolicyEngine, PolicyLoader, PolicyRequest};
+use palisade_host::{
+    CompileCache, EngineConfig, KubernetesAccess, PolicyEngine, PolicyLoader, PolicyRequest,
+};
 
 use crate::policies::{self, AuditedPolicy, NotAudited, Target};
 use crate::reports::{
@@ -104,6 +106,7 @@ pub async fn scan(client: kube::Client, options: &ScanOptions) -> Result<Stats, 
     let sets = Arc::new(load_sets(&client, &audited, options).await?);
     let audited = Arc::new(audited);
     let scanner = Scanner {
+        evaluators: Arc::new(tokio::sync::Semaphore::new(evaluators())),
         client: client.clone(),
         options: options.clone(),
         run,
@@ -165,7 +168,11 @@ async fn load_sets(
 ) -> Result<Sets, ScanError> {
     let engine =
         PolicyEngine::new(EngineConfig::default()).map_err(|e| ScanError::Engine(e.to_string()))?;
-    let loader = PolicyLoader::new(engine);
+    // Compiled modules are kept next to the fetched ones: the next scan
+    // (the next CronJob run, with a persistent store) starts without compiling.
+    let cache = CompileCache::new(options.store_dir.join("compiled"))
+        .map_err(|e| ScanError::Engine(e.to_string()))?;
+    let loader = PolicyLoader::with_cache(engine, cache);
     let kubernetes = Arc::new(KubernetesAccess::new(
         client.clone(),
         tokio::runtime::Handle::current(),
@@ -217,7 +224,14 @@ async fn load_sets(
     Ok(sets)
 }
 
+/// How many evaluations run at once: one per core (they are CPU-bound;
+/// `--parallelism` is for the I/O around them).
+fn evaluators() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 struct Scanner {
+    evaluators: Arc<tokio::sync::Semaphore>,
     client: kube::Client,
     options: ScanOptions,
     run: String,
@@ -352,8 +366,13 @@ impl Scanner {
         };
         let review = review_json(&object, target);
         let sets = self.sets.clone();
-        let results = match tokio::task::spawn_blocking(move || evaluate(&review, &policies, &sets))
-            .await
+        let permit = self.evaluators.clone().acquire_owned().await;
+        let results = match tokio::task::spawn_blocking(move || {
+            let results = evaluate(&review, &policies, &sets);
+            drop(permit);
+            results
+        })
+        .await
         {
             Ok(results) => results,
             Err(e) => {
