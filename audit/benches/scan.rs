@@ -154,7 +154,17 @@ async fn main() {
 /// time, peak RSS (KiB) and the summary line it logged.
 fn run_scanner(server: &common::ApiServer, work: &std::path::Path) -> (f64, u64, String) {
     let started = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_audit-scanner"))
+    let scanner = env!("CARGO_BIN_EXE_audit-scanner");
+    // `SCANNER_WRAPPER=heaptrack` runs the scanner under a profiler.
+    let mut command = match std::env::var("SCANNER_WRAPPER") {
+        Ok(wrapper) => {
+            let mut command = std::process::Command::new(wrapper);
+            command.arg(scanner);
+            command
+        }
+        Err(_) => std::process::Command::new(scanner),
+    };
+    let mut child = command
         .env("KUBECONFIG", server.kubeconfig())
         .args(["--store-dir", &work.join("store").display().to_string()])
         .args(["--page-size", "500", "--log-format", "json"])
