@@ -47,6 +47,19 @@ pub struct Args {
     /// Where modules are fetched to (default: a temporary directory).
     #[arg(long)]
     pub store_dir: Option<PathBuf>,
+    /// Offline: audit the manifests in this directory (or file) against
+    /// `--policies-file` instead of a cluster, and print the reports.
+    #[arg(long, requires = "policies_file")]
+    pub manifests: Option<PathBuf>,
+    /// Offline: the `policies.yml` to audit the manifests with.
+    #[arg(long)]
+    pub policies_file: Option<PathBuf>,
+    /// Offline: `sources.yml` for fetching the policies' modules.
+    #[arg(long)]
+    pub sources_path: Option<PathBuf>,
+    /// Offline: exit with status 2 when a result is `fail` or `error` (for CI pipelines).
+    #[arg(long)]
+    pub fail_on_violation: bool,
     /// Log filter (`info`, `debug`...).
     #[arg(short = 'l', long = "loglevel", default_value = "info")]
     pub log_level: String,
@@ -56,6 +69,17 @@ pub struct Args {
 }
 
 impl Args {
+    /// The offline audit these flags describe, if `--manifests` is given.
+    pub fn offline(&self, store_dir: PathBuf) -> Option<crate::offline::OfflineOptions> {
+        Some(crate::offline::OfflineOptions {
+            manifests: self.manifests.clone()?,
+            policies_file: self.policies_file.clone()?,
+            sources: self.sources_path.clone(),
+            store_dir,
+            policy_timeout: Duration::from_secs(self.policy_timeout.max(1)),
+        })
+    }
+
     /// The scan these flags describe, storing modules under `store_dir`.
     pub fn options(&self, store_dir: PathBuf) -> ScanOptions {
         if self.cluster && self.namespace.is_some() {

@@ -88,7 +88,7 @@ pub enum ScanError {
 }
 
 /// The policies of one PolicyServer, loaded as its pods load them.
-type Sets = HashMap<String, Result<Arc<PolicySet>, String>>;
+pub(crate) type Sets = HashMap<String, Result<Arc<PolicySet>, String>>;
 
 /// Runs one scan.
 pub async fn scan(client: kube::Client, options: &ScanOptions) -> Result<Stats, ScanError> {
@@ -568,7 +568,7 @@ impl Scanner {
 
 /// The CREATE AdmissionReview the policy-server's `/audit` endpoint would
 /// receive for `object`: no userInfo, no oldObject.
-fn review_json(object: &DynamicObject, target: &Target) -> Vec<u8> {
+pub(crate) fn review_json(object: &DynamicObject, target: &Target) -> Vec<u8> {
     let resource = &target.resource;
     let gvk = serde_json::json!({"group": resource.group, "version": resource.version, "kind": resource.kind});
     let gvr = serde_json::json!({"group": resource.group, "version": resource.version, "resource": resource.plural});
@@ -598,7 +598,11 @@ fn review_json(object: &DynamicObject, target: &Target) -> Vec<u8> {
 }
 
 /// Evaluates one review with each policy: the raw verdict, as `/audit` gives it.
-fn evaluate(review: &[u8], policies: &[AuditedPolicy], sets: &Sets) -> Vec<PolicyResult> {
+pub(crate) fn evaluate(
+    review: &[u8],
+    policies: &[AuditedPolicy],
+    sets: &Sets,
+) -> Vec<PolicyResult> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
