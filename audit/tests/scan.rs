@@ -174,9 +174,25 @@ async fn reports_say_what_the_policies_say_and_follow_changes() {
     create(format!("apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: privileged-wapc}}\nspec:\n  module: {}\n  mode: monitor\n  rules:\n  - apiGroups: [\"\"]\n    apiVersions: [v1]\n    resources: [pods]\n    operations: [\"*\"]\n", module("pod-privileged-wapc-wasip1"))).await;
     create(format!("apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicyGroup\nmetadata: {{name: team-pods}}\nspec:\n  expression: \"unprivileged() && labelled()\"\n  message: pods must be unprivileged and have a team\n  policies:\n    unprivileged: {{module: \"{}\"}}\n    labelled: {{module: \"{}\", settings: {{labels: [team]}}}}\n{PODS}", module("pod-privileged"), module("required-labels"))).await;
     create(format!("apiVersion: policies.kubewarden.io/v1\nkind: AdmissionPolicy\nmetadata: {{name: app-label, namespace: team-a}}\nspec:\n  module: {}\n  settings: {{labels: [app]}}\n{PODS}", module("required-labels"))).await;
+    // A context-aware policy: it reads the object's Namespace through the
+    // scanner's client.
+    create(format!("apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: namespace-team}}\nspec:\n  module: {}\n  settings: {{labels: [team]}}\n  contextAwareResources:\n  - {{apiVersion: v1, kind: Namespace}}\n{PODS}", module("namespace-labels"))).await;
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            "team-a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "a"}}})),
+        )
+        .await
+        .unwrap();
     create(format!("apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: not-audited}}\nspec:\n  module: {}\n  backgroundAudit: false\n{PODS}", module("pod-privileged"))).await;
     let caps: Api<ClusterAdmissionPolicy> = Api::all(client.clone());
-    for name in ["privileged", "privileged-wapc", "not-audited"] {
+    for name in [
+        "privileged",
+        "privileged-wapc",
+        "namespace-team",
+        "not-audited",
+    ] {
         mark_active(&caps, name).await;
     }
     mark_active(
@@ -221,7 +237,7 @@ async fn reports_say_what_the_policies_say_and_follow_changes() {
         .unwrap();
     assert_eq!(first.objects, 3, "{first:?}");
     assert_eq!(first.written, 3, "{first:?}");
-    assert_eq!(first.policies, 4, "not-audited is skipped: {first:?}");
+    assert_eq!(first.policies, 5, "not-audited is skipped: {first:?}");
 
     use Outcome::{Fail, Pass};
     let root = report_of(&client, "team-a", "root").await;
@@ -229,6 +245,7 @@ async fn reports_say_what_the_policies_say_and_follow_changes() {
         outcomes(&root),
         BTreeMap::from([
             ("clusterwide-group-team-pods", Fail),
+            ("clusterwide-namespace-team", Pass),
             ("clusterwide-privileged", Fail),
             ("clusterwide-privileged-wapc", Fail),
             ("namespaced-team-a-app-label", Pass),
@@ -260,6 +277,7 @@ async fn reports_say_what_the_policies_say_and_follow_changes() {
         outcomes(&plain),
         BTreeMap::from([
             ("clusterwide-group-team-pods", Fail),
+            ("clusterwide-namespace-team", Pass),
             ("clusterwide-privileged", Pass),
             ("clusterwide-privileged-wapc", Pass),
             ("namespaced-team-a-app-label", Pass),
@@ -270,9 +288,20 @@ async fn reports_say_what_the_policies_say_and_follow_changes() {
         outcomes(&labelled),
         BTreeMap::from([
             ("clusterwide-group-team-pods", Pass),
+            ("clusterwide-namespace-team", Fail),
             ("clusterwide-privileged", Pass),
             ("clusterwide-privileged-wapc", Pass),
         ])
+    );
+    let context_aware = &labelled["clusterwide-namespace-team"];
+    assert_eq!(context_aware.properties["context-aware"], "true");
+    assert!(
+        context_aware
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("lacks the labels: team"),
+        "{context_aware:?}"
     );
     let elsewhere = Api::<Report>::namespaced(client.clone(), "elsewhere")
         .list(&ListParams::default())
@@ -362,6 +391,21 @@ async fn reports_say_what_the_policies_say_and_follow_changes() {
         .unwrap()
         .items
         .is_empty());
+
+    // A deleted resource takes its report with it (owner reference, the
+    // garbage collector), with no scan.
+    let uid = pods_a.get("root").await.unwrap().uid().unwrap();
+    pods_a
+        .delete("root", &DeleteParams::default())
+        .await
+        .unwrap();
+    let reports: Api<Report> = Api::namespaced(client.clone(), "team-a");
+    common::eventually(
+        120,
+        "the garbage collector to delete the report",
+        || async { reports.get_opt(&uid).await.ok()?.is_none().then_some(()) },
+    )
+    .await;
 }
 
 /// Sends the review of each pod to a policy-server started from the
@@ -383,6 +427,9 @@ async fn differential(
     std::fs::write(&file, &config.data.as_ref().unwrap()["policies.yml"]).unwrap();
     let mut server_options = common::server::options(&dir, file);
     server_options.load.continue_on_errors = true;
+    server_options.load.kubernetes = Some(std::sync::Arc::new(
+        palisade_host::KubernetesAccess::new(client.clone(), tokio::runtime::Handle::current()),
+    ));
     let policy_server = palisade_host::server::start(server_options).await.unwrap();
     let base = format!("http://{}", policy_server.addr);
     let http = common::server::plain_client();
