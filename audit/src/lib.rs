@@ -7,6 +7,7 @@
 //! [`policies`] decides what is audited, [`scanner`] runs a scan,
 //! [`reports`] holds the report objects and their CRDs.
 
+pub mod conditions;
 pub mod offline;
 pub mod options;
 pub mod policies;

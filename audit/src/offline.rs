@@ -139,7 +139,7 @@ fn policy(id: &str, entry: &Entry) -> AuditedPolicy {
         category: None,
         namespace_selector: None,
         object_selector: None,
-        unevaluated_conditions: None,
+        match_conditions: Vec::new(),
         targets: Vec::new(),
     }
 }

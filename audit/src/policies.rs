@@ -48,10 +48,8 @@ pub struct AuditedPolicy {
     /// The namespaces a cluster-wide policy sees (none: all).
     pub namespace_selector: Option<Selector>,
     pub object_selector: Option<Selector>,
-    /// Set when the policy has `matchConditions`: the scanner cannot
-    /// evaluate them, so its results are `skip` with this message rather
-    /// than a verdict the API server would not have asked for.
-    pub unevaluated_conditions: Option<String>,
+    /// Evaluated per object before the policy ([`crate::conditions`]).
+    pub match_conditions: Vec<k8s_openapi::api::admissionregistration::v1::MatchCondition>,
     pub targets: Vec<Target>,
 }
 
@@ -172,7 +170,11 @@ fn audited_policy<K: PolicyResource>(
     Ok(AuditedPolicy {
         id: id.clone(),
         name: policy.name_any(),
-        namespace: if K::NAMESPACED { policy.namespace() } else { None },
+        namespace: if K::NAMESPACED {
+            policy.namespace()
+        } else {
+            None
+        },
         uid: policy.uid().unwrap_or_default(),
         resource_version: policy.resource_version().unwrap_or_default(),
         policy_server: webhook.policy_server.clone(),
@@ -183,13 +185,7 @@ fn audited_policy<K: PolicyResource>(
         category: annotation(CATEGORY_ANNOTATION),
         namespace_selector: selector(policy.user_namespace_selector())?,
         object_selector: selector(webhook.object_selector.as_ref())?,
-        unevaluated_conditions: (!webhook.match_conditions.is_empty()).then(|| {
-            let names: Vec<&str> = webhook.match_conditions.iter().map(|c| c.name.as_str()).collect();
-            format!(
-                "not evaluated: the policy has matchConditions ({}), which the scanner does not evaluate",
-                names.join(", ")
-            )
-        }),
+        match_conditions: webhook.match_conditions.clone(),
         targets,
     })
 }

@@ -20,6 +20,7 @@ use palisade_host::{
     CompileCache, EngineConfig, KubernetesAccess, PolicyEngine, PolicyLoader, PolicyRequest,
 };
 
+use crate::conditions::{self, Applies};
 use crate::policies::{self, AuditedPolicy, NotAudited, Target};
 use crate::reports::{
     report_metadata, Outcome, PolicyResult, ReportBody, ReportKind, Timestamp, MANAGED_BY,
@@ -607,18 +608,25 @@ pub(crate) fn evaluate(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let request = PolicyRequest::from_review_json(review);
+    let parsed: serde_json::Value = serde_json::from_slice(review).unwrap_or_default();
+    let null = serde_json::Value::Null;
+    let admission = parsed.get("request").unwrap_or(&null);
+    let object = admission.get("object").unwrap_or(&null);
     policies
         .iter()
-        .map(|policy| {
-            let (outcome, message) = match (&request, policy.unevaluated_conditions.as_ref()) {
-                (_, Some(why)) => (Outcome::Skip, Some(why.clone())),
-                (Err(e), None) => (
+        .filter_map(|policy| {
+            let applies = conditions::applies(&policy.match_conditions, object, admission);
+            let (outcome, message) = match (&request, applies) {
+                // The API server would not have called the policy.
+                (_, Applies::No) => return None,
+                (_, Applies::Unknown(why)) => (Outcome::Skip, Some(why)),
+                (Err(e), Applies::Yes) => (
                     Outcome::Error,
                     Some(format!("cannot build the request: {e}")),
                 ),
-                (Ok(request), None) => verdict(policy, request, sets),
+                (Ok(request), Applies::Yes) => verdict(policy, request, sets),
             };
-            result(policy, outcome, message, now)
+            Some(result(policy, outcome, message, now))
         })
         .collect()
 }

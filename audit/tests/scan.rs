@@ -186,6 +186,23 @@ async fn reports_say_what_the_policies_say_and_follow_changes() {
         .await
         .unwrap();
     create(format!("apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: not-audited}}\nspec:\n  module: {}\n  backgroundAudit: false\n{PODS}", module("pod-privileged"))).await;
+    // matchConditions, evaluated per object: true, false, and one the
+    // scanner cannot evaluate (the authorizer).
+    for (name, expression) in [
+        ("conditional", "has(object.metadata.labels.team)"),
+        ("never", "object.metadata.name == 'nobody'"),
+        (
+            "needs-authorizer",
+            "authorizer.group('').resource('pods').check('create').allowed()",
+        ),
+    ] {
+        create(format!("apiVersion: policies.kubewarden.io/v1\nkind: AdmissionPolicy\nmetadata: {{name: {name}, namespace: team-b}}\nspec:\n  module: {}\n  matchConditions:\n  - {{name: c, expression: \"{expression}\"}}\n{PODS}", module("pod-privileged"))).await;
+        mark_active(
+            &Api::<AdmissionPolicy>::namespaced(client.clone(), "team-b"),
+            name,
+        )
+        .await;
+    }
     let caps: Api<ClusterAdmissionPolicy> = Api::all(client.clone());
     for name in [
         "privileged",
@@ -237,7 +254,7 @@ async fn reports_say_what_the_policies_say_and_follow_changes() {
         .unwrap();
     assert_eq!(first.objects, 3, "{first:?}");
     assert_eq!(first.written, 3, "{first:?}");
-    assert_eq!(first.policies, 5, "not-audited is skipped: {first:?}");
+    assert_eq!(first.policies, 8, "not-audited is skipped: {first:?}");
 
     use Outcome::{Fail, Pass};
     let root = report_of(&client, "team-a", "root").await;
@@ -291,7 +308,18 @@ async fn reports_say_what_the_policies_say_and_follow_changes() {
             ("clusterwide-namespace-team", Fail),
             ("clusterwide-privileged", Pass),
             ("clusterwide-privileged-wapc", Pass),
+            ("namespaced-team-b-conditional", Pass),
+            ("namespaced-team-b-needs-authorizer", Outcome::Skip),
         ])
+    );
+    let skipped = &labelled["namespaced-team-b-needs-authorizer"];
+    assert!(
+        skipped
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("matchCondition `c`"),
+        "{skipped:?}"
     );
     let context_aware = &labelled["clusterwide-namespace-team"];
     assert_eq!(context_aware.properties["context-aware"], "true");
