@@ -527,8 +527,11 @@ async fn cluster_scoped_resources_and_a_type_the_scanner_may_not_list() {
     };
     create(format!("apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: namespace-owner}}\nspec:\n  module: {}\n  settings: {{labels: [owner]}}\n{}", module("required-labels"), rule("namespaces"))).await;
     create(format!("apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: configmap-owner}}\nspec:\n  module: {}\n  settings: {{labels: [owner]}}\n{}", module("required-labels"), rule("configmaps"))).await;
+    // Wildcard groups and versions, expanded through discovery (Kubewarden
+    // skips such rules): only core v1 serves `namespaces`.
+    create(format!("apiVersion: policies.kubewarden.io/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: wildcard-owner}}\nspec:\n  module: {}\n  settings: {{labels: [owner]}}\n  rules:\n  - apiGroups: [\"*\"]\n    apiVersions: [\"*\"]\n    resources: [namespaces]\n    operations: [\"*\"]\n", module("required-labels"))).await;
     let caps: Api<ClusterAdmissionPolicy> = Api::all(client.clone());
-    for name in ["namespace-owner", "configmap-owner"] {
+    for name in ["namespace-owner", "configmap-owner", "wildcard-owner"] {
         mark_active(&caps, name).await;
     }
     write_configuration(&client).await;
@@ -581,6 +584,12 @@ async fn cluster_scoped_resources_and_a_type_the_scanner_may_not_list() {
         .map(|r| {
             let scope = r.spec.scope.as_ref().unwrap();
             assert_eq!(scope.kind.as_deref(), Some("Namespace"));
+            let policies: Vec<&str> = r.spec.results.iter().map(|r| r.policy.as_str()).collect();
+            assert_eq!(
+                policies,
+                ["clusterwide-namespace-owner", "clusterwide-wildcard-owner"]
+            );
+            assert_eq!(r.spec.results[0].result, r.spec.results[1].result);
             (scope.name.clone().unwrap(), r.spec.results[0].result)
         })
         .collect();
