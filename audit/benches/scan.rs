@@ -168,6 +168,12 @@ fn run_scanner(server: &common::ApiServer, work: &std::path::Path) -> (f64, u64,
         .env("KUBECONFIG", server.kubeconfig())
         .args(["--store-dir", &work.join("store").display().to_string()])
         .args(["--page-size", "500", "--log-format", "json"])
+        // `SCANNER_ARGS="--parallelism 4"`: more flags for the scanner.
+        .args(
+            std::env::var("SCANNER_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
