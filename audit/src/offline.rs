@@ -74,10 +74,10 @@ pub async fn audit_manifests(options: &OfflineOptions) -> Result<Vec<ReportBody>
             .await
             .map_err(|e| OfflineError::Engine(e.to_string()))?;
     let sets: Sets = [(OFFLINE.to_owned(), Ok(Arc::new(set)))].into();
-    let policies: Vec<AuditedPolicy> = config
+    let policies: Vec<Arc<AuditedPolicy>> = config
         .entries
         .iter()
-        .map(|(id, entry)| policy(id, entry))
+        .map(|(id, entry)| Arc::new(policy(id, entry)))
         .collect();
     let mut reports = Vec::new();
     for object in read_manifests(&options.manifests)? {

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::core::DynamicObject;
-use kube::discovery::{ApiResource, Discovery};
+use kube::discovery::Discovery;
 use kube::ResourceExt;
 use palisade_host::fetch::{Fetcher, FetcherOptions, Sources};
 use palisade_host::server::config::PoliciesConfig;
@@ -105,17 +105,19 @@ pub async fn scan(client: kube::Client, options: &ScanOptions) -> Result<Stats, 
         }
     }
     let sets = Arc::new(load_sets(&client, &audited, options).await?);
-    let audited = Arc::new(audited);
+    // Shared by reference: an object's evaluation takes the policies that
+    // see it without copying them.
+    let audited: Vec<Arc<AuditedPolicy>> = audited.into_iter().map(Arc::new).collect();
     let scanner = Scanner {
         evaluators: Arc::new(tokio::sync::Semaphore::new(evaluators())),
         client: client.clone(),
         options: options.clone(),
         run,
-        audited: audited.clone(),
+        audited,
         sets,
     };
     let mut stats = Stats {
-        policies: audited.len(),
+        policies: scanner.audited.len(),
         ..Stats::default()
     };
     if options.namespace.is_none() {
@@ -167,8 +169,13 @@ async fn load_sets(
     audited: &[AuditedPolicy],
     options: &ScanOptions,
 ) -> Result<Sets, ScanError> {
-    let engine =
-        PolicyEngine::new(EngineConfig::default()).map_err(|e| ScanError::Engine(e.to_string()))?;
+    // Evaluations are bounded by the cores (`Scanner::evaluators`), so the
+    // instance pool needs no more slots than that, not a server's 256.
+    let engine = PolicyEngine::new(EngineConfig {
+        max_concurrent_instances: u32::try_from(evaluators() * 2).unwrap_or(u32::MAX),
+        ..EngineConfig::default()
+    })
+    .map_err(|e| ScanError::Engine(e.to_string()))?;
     // Compiled modules are kept next to the fetched ones: the next scan
     // (the next CronJob run, with a persistent store) starts without compiling.
     let cache = CompileCache::new(options.store_dir.join("compiled"))
@@ -236,7 +243,7 @@ struct Scanner {
     client: kube::Client,
     options: ScanOptions,
     run: String,
-    audited: Arc<Vec<AuditedPolicy>>,
+    audited: Vec<Arc<AuditedPolicy>>,
     sets: Arc<Sets>,
 }
 
@@ -272,7 +279,7 @@ impl Scanner {
         labels: &BTreeMap<String, String>,
     ) -> Stats {
         let started = Instant::now();
-        let policies: Vec<&AuditedPolicy> = self
+        let policies: Vec<&Arc<AuditedPolicy>> = self
             .audited
             .iter()
             .filter(|p| p.sees_namespace(namespace, labels))
@@ -293,7 +300,7 @@ impl Scanner {
                 Some(ns) => Api::namespaced_with(self.client.clone(), ns, &target.resource),
                 None => Api::all_with(self.client.clone(), &target.resource),
             };
-            let applicable: Vec<&AuditedPolicy> = policies
+            let applicable: Vec<&Arc<AuditedPolicy>> = policies
                 .iter()
                 .copied()
                 .filter(|p| p.targets(&target.resource))
@@ -343,7 +350,7 @@ impl Scanner {
         &self,
         object: DynamicObject,
         target: &Target,
-        applicable: &[&AuditedPolicy],
+        applicable: &[&Arc<AuditedPolicy>],
         existing: &Existing,
     ) -> (String, Stats) {
         let mut stats = Stats {
@@ -351,10 +358,10 @@ impl Scanner {
             ..Stats::default()
         };
         let uid = object.uid().unwrap_or_default();
-        let policies: Vec<AuditedPolicy> = applicable
+        let policies: Vec<Arc<AuditedPolicy>> = applicable
             .iter()
             .filter(|p| p.sees_object(object.labels()))
-            .map(|p| (*p).clone())
+            .map(|p| Arc::clone(p))
             .collect();
         let scope = ObjectReference {
             api_version: Some(target.resource.api_version.clone()),
@@ -382,16 +389,11 @@ impl Scanner {
                 Vec::new()
             }
         };
-        for result in &results {
-            match result.result {
-                Outcome::Pass => stats.pass += 1,
-                Outcome::Fail => stats.fail += 1,
-                Outcome::Error => stats.error += 1,
-                Outcome::Skip => stats.skip += 1,
-                Outcome::Warn => {}
-            }
-        }
         let body = ReportBody::new(scope, results);
+        stats.pass += u64::from(body.summary.pass);
+        stats.fail += u64::from(body.summary.fail);
+        stats.error += u64::from(body.summary.error);
+        stats.skip += u64::from(body.summary.skip);
         if self.options.output_scan {
             println!(
                 "{}",
@@ -416,13 +418,9 @@ impl Scanner {
 type Existing = HashMap<String, (Option<ObjectReference>, Vec<PolicyResult>, Option<String>)>;
 
 impl Scanner {
-    fn report_resource(&self, namespaced: bool) -> ApiResource {
-        self.options.report_kind.resource(namespaced)
-    }
-
     /// The API of the reports of one scope, in the chosen format.
     fn report_api(&self, namespace: Option<&str>) -> Api<DynamicObject> {
-        let resource = self.report_resource(namespace.is_some());
+        let resource = self.options.report_kind.resource(namespace.is_some());
         match namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
             None => Api::all_with(self.client.clone(), &resource),
@@ -506,21 +504,9 @@ impl Scanner {
             return 0;
         }
         let mut deleted = 0;
-        for name in existing.keys().filter(|name| !kept.contains(*name)) {
-            let namespace = existing
-                .get(name)
-                .and_then(|(scope, _, _)| scope.as_ref()?.namespace.clone());
-            match self
-                .report_api(namespace.as_deref())
-                .delete(name, &DeleteParams::default())
-                .await
-            {
-                Ok(_) => deleted += 1,
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(e) => {
-                    tracing::warn!(report = %name, error = %e, "cannot delete a stale report")
-                }
-            }
+        for (name, (scope, _, _)) in existing.iter().filter(|(name, _)| !kept.contains(*name)) {
+            let namespace = scope.as_ref().and_then(|s| s.namespace.as_deref());
+            deleted += u64::from(self.delete_report(namespace, name).await);
         }
         deleted
     }
@@ -531,8 +517,10 @@ impl Scanner {
         if self.options.disable_store {
             return 0;
         }
-        let all: Api<DynamicObject> =
-            Api::all_with(self.client.clone(), &self.report_resource(true));
+        let all: Api<DynamicObject> = Api::all_with(
+            self.client.clone(),
+            &self.options.report_kind.resource(true),
+        );
         let list = match all
             .list(&ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")))
             .await
@@ -548,22 +536,31 @@ impl Scanner {
             let Some(namespace) = report.namespace() else {
                 continue;
             };
-            if scanned.contains(&namespace) {
-                continue;
-            }
-            match self
-                .report_api(Some(&namespace))
-                .delete(&report.name_any(), &DeleteParams::default())
-                .await
-            {
-                Ok(_) => deleted += 1,
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(e) => {
-                    tracing::warn!(report = %report.name_any(), error = %e, "cannot delete a report")
-                }
+            if !scanned.contains(&namespace) {
+                deleted += u64::from(
+                    self.delete_report(Some(&namespace), &report.name_any())
+                        .await,
+                );
             }
         }
         deleted
+    }
+
+    /// Deletes one report; whether it was there. A failure is logged (the
+    /// next scan tries again).
+    async fn delete_report(&self, namespace: Option<&str>, name: &str) -> bool {
+        match self
+            .report_api(namespace)
+            .delete(name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => true,
+            Err(kube::Error::Api(status)) if status.code == 404 => false,
+            Err(e) => {
+                tracing::warn!(report = %name, error = %e, "cannot delete a report");
+                false
+            }
+        }
     }
 }
 
@@ -601,14 +598,19 @@ pub(crate) fn review_json(object: &DynamicObject, target: &Target) -> Vec<u8> {
 /// Evaluates one review with each policy: the raw verdict, as `/audit` gives it.
 pub(crate) fn evaluate(
     review: &[u8],
-    policies: &[AuditedPolicy],
+    policies: &[Arc<AuditedPolicy>],
     sets: &Sets,
 ) -> Vec<PolicyResult> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let request = PolicyRequest::from_review_json(review);
-    let parsed: serde_json::Value = serde_json::from_slice(review).unwrap_or_default();
+    // The review is parsed again only for policies with matchConditions.
+    let parsed: serde_json::Value = if policies.iter().any(|p| !p.match_conditions.is_empty()) {
+        serde_json::from_slice(review).unwrap_or_default()
+    } else {
+        serde_json::Value::Null
+    };
     let null = serde_json::Value::Null;
     let admission = parsed.get("request").unwrap_or(&null);
     let object = admission.get("object").unwrap_or(&null);
