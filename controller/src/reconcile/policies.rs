@@ -27,6 +27,7 @@ use serde_json::json;
 use super::webhooks::Webhooks;
 use super::{configuration, counted, drain, Context, Error, FINALIZER};
 use crate::activation::{decide, Facts, Outcome, Server, Webhook};
+use crate::certs::Authority;
 use crate::conditions::conditions;
 use crate::crd::{PolicyServer, PolicyStatusPhase};
 use crate::kinds::PolicyResource;
@@ -151,26 +152,25 @@ pub async fn reconcile<K: PolicyResource>(
 async fn apply<K: PolicyResource>(policy: &K, context: &Context) -> Result<Action, Error> {
     let id = policy.id();
     let webhooks = Webhooks::new(&context.client);
-    let server = gather_server(policy, context).await?;
+    let (server, authority) = gather_server(policy, context).await?;
     let registered = Facts::needs_registration(&server) && webhooks.registered(&id).await?;
     let outcome = decide(&Facts { server, registered });
-    match outcome.webhook {
-        Webhook::Register => {
-            if let Some(ca) = context.authority().await? {
-                let configuration = webhook_configuration(
-                    policy,
-                    &context.endpoint,
-                    &context.namespace,
-                    ca.bundle_pem.as_bytes(),
-                );
-                webhooks.apply(&id, &configuration).await?;
-            }
+    match (outcome.webhook, authority) {
+        // `decide` registers only with a CA (`Server::Present::authority`).
+        (Webhook::Register, Some(ca)) => {
+            let configuration = webhook_configuration(
+                policy,
+                &context.endpoint,
+                &context.namespace,
+                ca.bundle_pem.as_bytes(),
+            );
+            webhooks.apply(&id, &configuration).await?;
         }
-        Webhook::Remove => webhooks.remove(&id).await?,
-        Webhook::Keep => {}
+        (Webhook::Remove, _) => webhooks.remove(&id).await?,
+        (Webhook::Register | Webhook::Keep, _) => {}
     }
-    if let Err(problem) = active_problem(&outcome) {
-        tracing::info!(%id, reason = problem.0, message = %problem.1, "policy not active");
+    if let Some((reason, message)) = inactive_reason(&outcome) {
+        tracing::info!(%id, reason, %message, "policy not active");
     }
     set_status(policy, context, &outcome).await?;
     Ok(outcome
@@ -180,18 +180,22 @@ async fn apply<K: PolicyResource>(policy: &K, context: &Context) -> Result<Actio
 
 /// The PolicyServer side of the facts: whether it exists, the settings
 /// check with its sources, and the rollout of the configuration that holds
-/// the policy (written here first when the policy's entry changed).
-async fn gather_server<K: PolicyResource>(policy: &K, context: &Context) -> Result<Server, Error> {
+/// the policy (written here first when the policy's entry changed); and the
+/// CA the webhook is registered with, read once.
+async fn gather_server<K: PolicyResource>(
+    policy: &K,
+    context: &Context,
+) -> Result<(Server, Option<Authority>), Error> {
     let name = policy.webhook().policy_server.clone();
     if name.is_empty() {
-        return Ok(Server::NotNamed);
+        return Ok((Server::NotNamed, None));
     }
     let server = Api::<PolicyServer>::all(context.client.clone())
         .get_opt(&name)
         .await?
         .filter(|s| s.meta().deletion_timestamp.is_none());
     let Some(server) = server else {
-        return Ok(Server::Missing { name });
+        return Ok((Server::Missing { name }, None));
     };
     let check = check_modules(policy, &server, context).await;
     let entry = policy.entry(&server.spec.namespaced_policies_capabilities);
@@ -199,23 +203,22 @@ async fn gather_server<K: PolicyResource>(policy: &K, context: &Context) -> Resu
     let deployment = Api::<Deployment>::namespaced(context.client.clone(), &context.namespace)
         .get_opt(&object_name(&name))
         .await?;
-    Ok(Server::Present {
+    let authority = context.authority().await?;
+    let server = Server::Present {
         check,
         rollout: rollout(deployment.as_ref(), &config_hash(&config)),
-        authority: context.authority().await?.is_some(),
-    })
+        authority: authority.is_some(),
+    };
+    Ok((server, authority))
 }
 
 /// The PolicyActive condition's reason and message, when it is false.
-fn active_problem(outcome: &Outcome) -> Result<(), (&'static str, String)> {
-    match outcome
+fn inactive_reason(outcome: &Outcome) -> Option<(&'static str, &str)> {
+    outcome
         .conditions
         .iter()
-        .find(|c| c.type_ == "PolicyActive")
-    {
-        Some(c) if !c.ok => Err((c.reason, c.message.clone())),
-        _ => Ok(()),
-    }
+        .find(|c| c.type_ == "PolicyActive" && !c.ok)
+        .map(|c| (c.reason, c.message.as_str()))
 }
 
 async fn check_modules<K: PolicyResource>(
