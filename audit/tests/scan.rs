@@ -481,15 +481,13 @@ async fn differential(
                     "object": pod,
                 }
             });
-            let answer: serde_json::Value = http
-                .post(format!("{base}/audit/{id}"))
-                .json(&review)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let (status, answer) = common::server::post(
+                &http,
+                &format!("{base}/audit/{id}"),
+                serde_json::to_vec(&review).unwrap(),
+            )
+            .await;
+            assert_eq!(status, 200, "{answer}");
             let allowed = answer["response"]["allowed"].as_bool().unwrap();
             let expected = result.result == Outcome::Pass;
             assert_eq!(allowed, expected, "{id} on {pod_name}: {answer}");

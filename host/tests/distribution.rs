@@ -414,16 +414,13 @@ async fn policy_server_starts_from_the_registry_and_restarts_without_it() {
     let check = |server: &palisade_host::server::RunningServer| {
         let url = format!("http://127.0.0.1:{}/validate/pinned", server.addr.port());
         async move {
-            let body = std::fs::read(common::fixture_path("pod-create-privileged.json")).unwrap();
-            let response: serde_json::Value = common::server::plain_client()
-                .post(url)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let (status, response) = common::server::post_fixture(
+                &common::server::plain_client(),
+                &url,
+                "pod-create-privileged.json",
+            )
+            .await;
+            assert_eq!(status, 200);
             assert_eq!(response["response"]["allowed"], false);
         }
     };
