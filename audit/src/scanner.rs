@@ -521,27 +521,32 @@ impl Scanner {
             self.client.clone(),
             &self.options.report_kind.resource(true),
         );
-        let list = match all
-            .list(&ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")))
-            .await
-        {
-            Ok(list) => list,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list the reports of skipped namespaces");
-                return 0;
-            }
-        };
-        let mut deleted = 0;
-        for report in list.items {
-            let Some(namespace) = report.namespace() else {
-                continue;
+        // Names only, a page at a time: this walks every report of the
+        // cluster, and whole reports would cost memory per object scanned.
+        let mut page = ListParams::default()
+            .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"))
+            .limit(self.options.page_size);
+        let mut outside = Vec::new();
+        loop {
+            let list = match all.list_metadata(&page).await {
+                Ok(list) => list,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the reports of skipped namespaces");
+                    break;
+                }
             };
-            if !scanned.contains(&namespace) {
-                deleted += u64::from(
-                    self.delete_report(Some(&namespace), &report.name_any())
-                        .await,
-                );
+            outside.extend(list.items.into_iter().filter_map(|report| {
+                let namespace = report.namespace()?;
+                (!scanned.contains(&namespace)).then(|| (namespace, report.name_any()))
+            }));
+            match list.metadata.continue_.filter(|t| !t.is_empty()) {
+                Some(token) => page = page.continue_token(&token),
+                None => break,
             }
+        }
+        let mut deleted = 0;
+        for (namespace, name) in outside {
+            deleted += u64::from(self.delete_report(Some(&namespace), &name).await);
         }
         deleted
     }
