@@ -9,7 +9,7 @@ export PALISADE_POLICY_DIR ?= $(CARGO_TARGET_DIR)/policies
 export PALISADE_BIN_DIR ?= $(CACHE_HOME)/palisade/bin
 export FIXTURES ?= $(abspath ../shared/fixtures/admission)
 
-.PHONY: demo serve test go-tools crds lint policies bench bench-server bench-audit clean-policies
+.PHONY: demo serve test go-tools node-tools images cluster-up cluster-down crds lint policies bench bench-server bench-audit clean-policies
 
 ## demo: build the sample policies and evaluate every fixture with them
 demo: policies
@@ -19,15 +19,36 @@ demo: policies
 serve: policies
 	scripts/serve.sh
 
-## test: formatting, lints, sample policies built for wasm, then every test
-test: lint policies go-tools
+## test: formatting, lints, sample policies built for wasm, then every test (one of them on a
+## real node: see cluster-up)
+test: lint policies go-tools node-tools
 	scripts/run-tests.sh
 
 ## go-tools: the real components tests run (distribution registry, etcd, kube-apiserver,
-## kube-controller-manager), built from the Go module proxy into $(PALISADE_BIN_DIR), once
+## kube-controller-manager, kube-scheduler, kubelet, kubectl), built from the Go module proxy
+## into $(PALISADE_BIN_DIR), once
 go-tools:
 	scripts/ensure-go-tools.sh
 	scripts/ensure-kube.sh
+
+## node-tools: the Debian packages of a real node (runc, containerd, CNI plugins, iptables, socat)
+node-tools:
+	scripts/ensure-node-packages.sh
+
+## images: policy-server, controller and audit-scanner images (OCI image-layout tars) in
+## $(CARGO_TARGET_DIR)/images, imported into the node when it is up
+images:
+	cargo build --release -p palisade-host -p palisade-controller -p palisade-audit --bins
+	scripts/build-images.sh "$(CARGO_TARGET_DIR)/release" "$(CARGO_TARGET_DIR)/images"
+	if scripts/node.sh status >/dev/null; then scripts/node.sh import "$(CARGO_TARGET_DIR)"/images/*.oci.tar; fi
+
+## cluster-up: a real single-node cluster on this machine (root); KUBECONFIG=/var/lib/palisade-node/kubeconfig
+cluster-up: go-tools node-tools
+	scripts/node.sh up
+
+## cluster-down: stop the node and remove everything it made
+cluster-down:
+	scripts/node.sh down
 
 ## crds: regenerate the committed CRD YAML (policies, reports) from the Rust types
 crds:
