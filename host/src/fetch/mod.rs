@@ -177,15 +177,29 @@ impl Fetcher {
         // install is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let cas = options.sources.ca_certificates()?;
-        let mut http = reqwest::Client::builder();
+        let mut certs = Vec::new();
         for pem in &cas {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| FetchError::Config(format!("invalid CA certificate: {e}")))?;
-            http = http.tls_certs_merge(certs);
+            certs.extend(
+                reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| FetchError::Config(format!("invalid CA certificate: {e}")))?,
+            );
         }
-        let http = http
+        let http = match reqwest::Client::builder()
+            .tls_certs_merge(certs.clone())
             .build()
-            .map_err(|e| FetchError::Config(format!("HTTP client: {e}")))?;
+        {
+            Ok(http) => http,
+            // A minimal container image may have no system trust store: a
+            // policy-server that fetches only from its configured
+            // authorities (or over plain HTTP) must still start.
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "no system trust roots; HTTPS sources are trusted through sourceAuthorities only");
+                reqwest::Client::builder()
+                    .tls_certs_only(certs)
+                    .build()
+                    .map_err(|e| FetchError::Config(format!("HTTP client: {}", error_chain(&e))))?
+            }
+        };
         let oci = registry::client(&options.sources, &cas);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -423,6 +437,19 @@ pub async fn fetch_to_path(fetcher: &Fetcher, reference: &str) -> Result<PathBuf
         return Ok(PathBuf::from(reference));
     }
     Ok(fetcher.fetch(reference).await?.path)
+}
+
+/// An error and its causes, one line (reqwest's own message is only
+/// "builder error").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
