@@ -2,8 +2,8 @@
 //! path: where the built sample policies, the fixtures and the test tools
 //! are ([`paths`]), a test PKI ([`pki`]), a loopback registry
 //! ([`registry`]), a loopback Kubernetes API server ([`apiserver`]), an
-//! in-process policy-server ([`server`]), policy loading ([`policies`]) and
-//! waiting ([`wait`]).
+//! in-process policy-server ([`server`]), a real single-node cluster
+//! ([`node`]), policy loading ([`policies`]) and waiting ([`wait`]).
 //!
 //! Everything here panics on failure: it runs inside tests, where a panic
 //! is the failure report.
@@ -16,6 +16,7 @@
 )]
 
 pub mod apiserver;
+pub mod node;
 pub mod paths;
 pub mod pki;
 pub mod policies;

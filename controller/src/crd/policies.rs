@@ -30,15 +30,19 @@ pub struct WebhookFields {
     pub rules: Vec<RuleWithOperations>,
     /// `Fail` or `Ignore`.
     #[schemars(extend("enum" = ["Fail", "Ignore"]))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_policy: Option<String>,
     /// `Exact` or `Equivalent`.
     #[schemars(extend("enum" = ["Exact", "Equivalent"]))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_policy: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_conditions: Vec<MatchCondition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_selector: Option<LabelSelector>,
     /// `None` or `NoneOnDryRun`.
     #[schemars(extend("enum" = ["None", "NoneOnDryRun", "Some", "Unknown"]))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub side_effects: Option<String>,
     /// Webhook timeout, 2 to 30 seconds.
     #[serde(default = "default_timeout_seconds")]
@@ -46,6 +50,7 @@ pub struct WebhookFields {
     pub timeout_seconds: i32,
     /// Deadline of one evaluation in the policy server.
     #[schemars(range(min = 1))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_eval_seconds: Option<i32>,
     /// Whether the audit scanner evaluates existing resources.
     #[serde(default = "default_true")]
@@ -66,6 +71,7 @@ pub struct PolicyFields {
     #[serde(default)]
     pub mutating: bool,
     /// Replaces the policy's rejection message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
@@ -102,6 +108,7 @@ pub struct ClusterAdmissionPolicySpec {
     #[serde(flatten)]
     pub webhook: WebhookFields,
     /// The namespaces the policy sees (the engine's own is always excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
     /// The resource types the policy may read from the cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -141,6 +148,7 @@ pub struct PolicyGroupMember {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub context_aware_resources: Vec<ContextAwareResource>,
     #[schemars(range(min = 1))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_eval_seconds: Option<i32>,
 }
 
@@ -160,6 +168,7 @@ pub struct ClusterAdmissionPolicyGroupSpec {
     #[serde(flatten)]
     pub webhook: WebhookFields,
     /// The namespaces the group sees (the engine's own is always excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
 }
 

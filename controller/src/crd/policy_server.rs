@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 /// Security contexts of the policy-server's pods and container.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PolicyServerSecurity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<SecurityContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodSecurityContext>,
 }
 
@@ -38,7 +40,9 @@ pub struct PolicyServerSpec {
     pub image: String,
     #[schemars(range(min = 0))]
     pub replicas: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_available: Option<IntOrString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unavailable: Option<IntOrString>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
@@ -46,7 +50,9 @@ pub struct PolicyServerSpec {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_secret: Option<String>,
     /// Registries reached without TLS verification or over plain HTTP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -55,12 +61,15 @@ pub struct PolicyServerSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub source_authorities: BTreeMap<String, Vec<String>>,
     /// Name of a ConfigMap with the signature verification configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification_config: Option<String>,
     #[serde(default)]
     pub security_contexts: PolicyServerSecurity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub limits: BTreeMap<String, Quantity>,

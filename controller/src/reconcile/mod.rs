@@ -7,6 +7,8 @@ mod policies;
 mod policy_server;
 mod webhooks;
 
+pub use policies::WEBHOOK_CONFIGURED;
+
 use std::future::Future;
 use std::sync::Arc;
 

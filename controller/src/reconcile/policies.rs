@@ -28,7 +28,7 @@ use super::webhooks::Webhooks;
 use super::{configuration, counted, drain, Context, Error, FINALIZER};
 use crate::activation::{decide, Facts, Outcome, Server, Webhook};
 use crate::certs::Authority;
-use crate::conditions::conditions;
+use crate::conditions::{conditions, ConditionSpec};
 use crate::crd::{PolicyServer, PolicyStatusPhase};
 use crate::kinds::PolicyResource;
 use crate::objects::{config_hash, object_name, sources, ROOT_CA_SECRET};
@@ -117,6 +117,9 @@ pub async fn run<K: PolicyResource>(
     drain(K::KIND, stream).await;
 }
 
+/// The condition that says a webhook configuration could not be written.
+pub const WEBHOOK_CONFIGURED: &str = "WebhookConfigured";
+
 fn error_policy<K: PolicyResource>(policy: Arc<K>, error: &Error, context: Arc<Context>) -> Action {
     let delay = context
         .backoff
@@ -154,8 +157,8 @@ async fn apply<K: PolicyResource>(policy: &K, context: &Context) -> Result<Actio
     let webhooks = Webhooks::new(&context.client);
     let (server, authority) = gather_server(policy, context).await?;
     let registered = Facts::needs_registration(&server) && webhooks.registered(&id).await?;
-    let outcome = decide(&Facts { server, registered });
-    match (outcome.webhook, authority) {
+    let mut outcome = decide(&Facts { server, registered });
+    let written = match (outcome.webhook, authority) {
         // `decide` registers only with a CA (`Server::Present::authority`).
         (Webhook::Register, Some(ca)) => {
             let configuration = webhook_configuration(
@@ -164,15 +167,30 @@ async fn apply<K: PolicyResource>(policy: &K, context: &Context) -> Result<Actio
                 &context.namespace,
                 ca.bundle_pem.as_bytes(),
             );
-            webhooks.apply(&id, &configuration).await?;
+            webhooks.apply(&id, &configuration).await
         }
-        (Webhook::Remove, _) => webhooks.remove(&id).await?,
-        (Webhook::Register | Webhook::Keep, _) => {}
+        (Webhook::Remove, _) => webhooks.remove(&id).await,
+        (Webhook::Register | Webhook::Keep, _) => Ok(()),
+    };
+    if let Err(error) = &written {
+        // Said on the policy, not only in the controller's log: a missing
+        // permission (RBAC) or a rejected configuration is the operator's
+        // to fix.
+        outcome.conditions.push(ConditionSpec::new(
+            WEBHOOK_CONFIGURED,
+            false,
+            "WebhookWriteFailed",
+            format!("the webhook configuration could not be written: {error}"),
+        ));
+        if !registered && outcome.phase == PolicyStatusPhase::Active {
+            outcome.phase = PolicyStatusPhase::Pending;
+        }
     }
     if let Some((reason, message)) = inactive_reason(&outcome) {
         tracing::info!(%id, reason, %message, "policy not active");
     }
     set_status(policy, context, &outcome).await?;
+    written?;
     Ok(outcome
         .requeue
         .map_or_else(Action::await_change, Action::requeue))
