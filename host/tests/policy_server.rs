@@ -713,3 +713,62 @@ async fn legacy_kubewarden_policies_are_served_unchanged() {
         "{err}"
     );
 }
+
+/// After SIGTERM the server keeps answering for the drain delay, reports
+/// not ready, and closes each HTTP/1.1 connection after its response (so
+/// the API server's next request dials a replica that stays); then it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_server_still_answers_but_sends_clients_elsewhere() {
+    let t = https_server(POLICIES, |_, _| {}).await;
+    let http1 = common::server::client_builder(&t.ca.as_ref().unwrap().pem())
+        .http1_only()
+        .build()
+        .unwrap();
+    let url = format!("{}/validate/privileged", t.base);
+    let before = http1
+        .post(&url)
+        .body(std::fs::read(common::fixture_path("pod-create-privileged.json")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(before.headers().get("connection").is_none());
+    assert_eq!(
+        common::server::get(format!("{}/readiness", t.probe))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let (base, probe) = (t.base.clone(), t.probe.clone());
+    let stopping = tokio::spawn(t.server.drain_and_shutdown(Duration::from_secs(2)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = http1
+        .post(&url)
+        .body(std::fs::read(common::fixture_path("pod-create-privileged.json")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(during.headers().get("connection").unwrap(), "close");
+    let body: serde_json::Value = during.json().await.unwrap();
+    assert_eq!(
+        body["response"]["allowed"], false,
+        "still evaluated: {body}"
+    );
+    assert_eq!(
+        common::server::get(format!("{probe}/readiness"))
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    stopping.await.unwrap();
+    assert!(
+        http1
+            .post(format!("{base}/validate/privileged"))
+            .send()
+            .await
+            .is_err(),
+        "the server still accepts after the drain"
+    );
+}

@@ -83,6 +83,11 @@ pub struct ServerArgs {
     /// How long in-flight requests may run after SIGTERM, in seconds.
     #[arg(long, env = "PALISADE_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+    /// How long the server keeps answering after SIGTERM, reporting not
+    /// ready, before it stops accepting, in seconds: the time for the API
+    /// server to stop choosing this replica (0 stops at once).
+    #[arg(long, env = "PALISADE_SHUTDOWN_DELAY_SECONDS", default_value_t = 5)]
+    pub shutdown_delay_seconds: u64,
 }
 
 impl ServerArgs {
@@ -110,6 +115,7 @@ impl ServerArgs {
             policy_memory_mib,
             watch_interval_ms,
             shutdown_grace_seconds,
+            shutdown_delay_seconds: _,
         } = self;
         let tls = match (cert_file, key_file) {
             (Some(cert), Some(key)) => Some(TlsFiles {
@@ -169,7 +175,8 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(options)) {
+    let drain = Duration::from_secs(args.shutdown_delay_seconds);
+    match runtime.block_on(run(options, drain)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "policy-server failed");
@@ -202,7 +209,7 @@ async fn kubernetes_access() -> Option<std::sync::Arc<crate::KubernetesAccess>> 
     }
 }
 
-async fn run(mut options: ServerOptions) -> anyhow::Result<()> {
+async fn run(mut options: ServerOptions, drain: Duration) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     options.load.kubernetes = kubernetes_access().await;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -219,8 +226,8 @@ async fn run(mut options: ServerOptions) -> anyhow::Result<()> {
             }
         }
     }
-    tracing::info!("shutting down: finishing in-flight requests");
-    server.shutdown().await;
+    tracing::info!("shutting down: draining, then finishing in-flight requests");
+    server.drain_and_shutdown(drain).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -27,8 +27,12 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Requests from this namespace are accepted without evaluation.
     pub always_accept_namespace: Option<String>,
-    /// Set once the first policy set is loaded.
+    /// Set once the first policy set is loaded; cleared when draining.
     pub ready: AtomicBool,
+    /// Set on SIGTERM: the server still answers, reports not ready, and
+    /// closes each HTTP/1.1 connection after its response, so that clients
+    /// reconnect to the replicas that stay (HTTP/2 gets GOAWAY at shutdown).
+    pub draining: AtomicBool,
 }
 
 type Body = Full<Bytes>;
@@ -55,6 +59,18 @@ fn json(value: &serde_json::Value) -> Response<Body> {
 
 /// Routes one request of the main (webhook) port.
 pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
+    let http1 = request.version() < hyper::Version::HTTP_2;
+    let mut response = route(state.clone(), request).await;
+    if http1 && state.draining.load(Ordering::Acquire) {
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let route = path
         .strip_prefix("/validate/")
@@ -196,7 +212,11 @@ pub async fn handle_probe(state: Arc<AppState>, request: Request<Incoming>) -> R
         (&Method::GET, "/readiness") => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
-            "loading policies",
+            if state.draining.load(Ordering::Acquire) {
+                "draining"
+            } else {
+                "loading policies"
+            },
         ),
         (&Method::GET, "/metrics") => reply(
             StatusCode::OK,

@@ -104,9 +104,25 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     reload: Arc<Notify>,
     tasks: Vec<JoinHandle<()>>,
+    state: Arc<AppState>,
 }
 
 impl RunningServer {
+    /// Keeps answering for `delay` while reporting not ready and closing
+    /// HTTP/1.1 connections after each response, then shuts down: the
+    /// endpoints controller takes the pod out of its Service and clients
+    /// move to the other replicas before this one stops accepting, so a
+    /// rollout fails no request.
+    pub async fn drain_and_shutdown(self, delay: Duration) {
+        self.state.ready.store(false, Ordering::Release);
+        self.state.draining.store(true, Ordering::Release);
+        if !delay.is_zero() {
+            tracing::info!(?delay, "draining: not ready, still answering");
+            tokio::time::sleep(delay).await;
+        }
+        self.shutdown().await;
+    }
+
     /// Stops accepting, lets in-flight requests finish, then returns.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -156,6 +172,7 @@ async fn start_with(
         max_body_bytes: options.max_body_bytes,
         always_accept_namespace: options.always_accept_namespace.clone(),
         ready: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -206,6 +223,7 @@ async fn start_with(
     let listener = bind(options.addr).await?;
     let addr = local_addr(&listener, options.addr)?;
     let handler_state = state.clone();
+    let running_state = state.clone();
     tasks.push(tokio::spawn(serve(
         listener,
         acceptor,
@@ -234,6 +252,7 @@ async fn start_with(
         shutdown,
         reload,
         tasks,
+        state: running_state,
     })
 }
 
