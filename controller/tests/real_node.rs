@@ -168,6 +168,7 @@ impl World {
                     "metadata": {"name": "default"},
                     "spec": {
                         "image": self.policy_server_image, "replicas": 1,
+                        "serviceAccountName": "policy-server",
                         "insecureSources": [self.node.get("NODE_REGISTRY")]
                     }
                 }))
@@ -302,6 +303,72 @@ impl World {
             .unwrap();
         let security = stored.spec.unwrap().security_context.unwrap();
         assert_eq!(security.run_as_non_root, Some(true));
+    }
+
+    /// The namespace-labels policy reads the request's Namespace from the
+    /// API server, as the policy-server's ServiceAccount (`install.yaml`
+    /// grants it read access): the answer depends on what it read.
+    async fn a_context_aware_policy_reads_the_cluster_as_the_policy_server(&self) {
+        let module = self.push("namespace-labels").await;
+        let policies: Api<ClusterAdmissionPolicy> = Api::all(self.client.clone());
+        policies
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "apiVersion": "policies.kubewarden.io/v1", "kind": "ClusterAdmissionPolicy",
+                    "metadata": {"name": "namespace-labels"},
+                    "spec": {"policyServer": "default", "module": module,
+                             "settings": {"labels": ["cost-center"]},
+                             "contextAwareResources": [{"apiVersion": "v1", "kind": "Namespace"}],
+                             "namespaceSelector": {"matchLabels": {"context-check": "yes"}},
+                             "rules": pods_rule()}
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        for (name, labels) in [
+            (
+                "labelled",
+                json!({"context-check": "yes", "cost-center": "42"}),
+            ),
+            ("unlabelled", json!({"context-check": "yes"})),
+        ] {
+            Api::<k8s_openapi::api::core::v1::Namespace>::all(self.client.clone())
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+        }
+        let validating: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
+        common::eventually(180, "the context-aware policy's webhook", || async {
+            validating
+                .get_opt("clusterwide-namespace-labels")
+                .await
+                .ok()?
+        })
+        .await;
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        Api::<Pod>::namespaced(self.client.clone(), "labelled")
+            .create(&dry_run, &pod("reads", false))
+            .await
+            .unwrap();
+        let denied = Api::<Pod>::namespaced(self.client.clone(), "unlabelled")
+            .create(&dry_run, &pod("reads", false))
+            .await
+            .expect_err("a pod in a namespace without the label was admitted");
+        assert!(
+            denied
+                .to_string()
+                .contains("namespace `unlabelled` lacks the labels: cost-center"),
+            "denied for another reason: {denied}"
+        );
     }
 
     /// A client sends admission requests (server-side dry runs: admitted or
@@ -515,6 +582,9 @@ async fn palisade_runs_on_a_real_node() {
         .the_api_server_rejects_a_privileged_pod_through_the_service()
         .await;
     world.a_mutation_lands_on_the_stored_object().await;
+    world
+        .a_context_aware_policy_reads_the_cluster_as_the_policy_server()
+        .await;
     world.scaling_and_a_policy_change_fail_no_request().await;
     world.a_missing_permission_is_said_on_the_policy().await;
     world
