@@ -25,11 +25,12 @@ test: lint policies go-tools node-tools
 	scripts/run-tests.sh
 
 ## go-tools: the real components tests run (distribution registry, etcd, kube-apiserver,
-## kube-controller-manager, kube-scheduler, kubelet, kubectl), built from the Go module proxy
+## kube-controller-manager, kube-scheduler, kubelet, kubectl, helm), built from the Go module proxy
 ## into $(PALISADE_BIN_DIR), once
 go-tools:
 	scripts/ensure-go-tools.sh
 	scripts/ensure-kube.sh
+	scripts/ensure-helm.sh
 
 ## node-tools: the Debian packages of a real node (runc, containerd, CNI plugins, iptables, socat)
 node-tools:
@@ -50,10 +51,12 @@ cluster-up: go-tools node-tools
 cluster-down:
 	scripts/node.sh down
 
-## crds: regenerate the committed CRD YAML (policies, reports) from the Rust types
+## crds: regenerate the committed CRD YAML (policies, reports) from the Rust types, and the chart's copies
 crds:
 	cargo run -q -p palisade-controller --bin crdgen > controller/crds/policies.kubewarden.io.yaml
 	cargo run -q -p palisade-audit --bin audit-crdgen > audit/crds/reports.yaml
+	cp controller/crds/policies.kubewarden.io.yaml charts/palisade/crds/
+	cp audit/crds/reports.yaml charts/palisade/files/reports.yaml
 
 lint:
 	cargo fmt --all -- --check

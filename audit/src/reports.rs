@@ -356,9 +356,14 @@ mod tests {
 
     #[test]
     fn committed_crds_are_up_to_date() {
+        let generated = crds_yaml().unwrap();
         assert!(
-            crds_yaml().unwrap() == include_str!("../crds/reports.yaml"),
+            generated == include_str!("../crds/reports.yaml"),
             "audit/crds/reports.yaml is stale: run `make crds`"
+        );
+        assert!(
+            generated == include_str!("../../charts/palisade/files/reports.yaml"),
+            "charts/palisade/files/reports.yaml is stale: run `make crds`"
         );
     }
 

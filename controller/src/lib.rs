@@ -17,4 +17,5 @@ pub mod pki_secrets;
 pub mod reconcile;
 pub mod rollout;
 pub mod settings;
+pub mod uninstall;
 pub mod webhook;

@@ -17,12 +17,18 @@ use kube::discovery::ApiResource;
 use palisade_controller::crd::{crds_yaml, ClusterAdmissionPolicy, PolicyMode};
 
 const COMMITTED: &str = include_str!("../crds/policies.kubewarden.io.yaml");
+const IN_THE_CHART: &str = include_str!("../../charts/palisade/crds/policies.kubewarden.io.yaml");
 
 #[test]
 fn committed_crds_are_up_to_date() {
+    let generated = crds_yaml().unwrap();
     assert!(
-        crds_yaml().unwrap() == COMMITTED,
-        "controller/crds/policies.kubewarden.io.yaml is stale: run `cargo run -p palisade-controller --bin crdgen > controller/crds/policies.kubewarden.io.yaml`"
+        generated == COMMITTED,
+        "controller/crds/policies.kubewarden.io.yaml is stale: run `make crds`"
+    );
+    assert!(
+        generated == IN_THE_CHART,
+        "charts/palisade/crds/policies.kubewarden.io.yaml is stale: run `make crds`"
     );
 }
 

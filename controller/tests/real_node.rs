@@ -1,9 +1,10 @@
-//! Palisade installed on a real node (`scripts/node.sh`): the project's
-//! images imported into containerd, the controller running as a pod with
-//! the ServiceAccount and RBAC of `controller/deploy/install.yaml`, policy
-//! servers started by the kubelet from the Deployment the controller
-//! writes, and the API server calling them through their Service. Nothing
-//! here is marked Ready by the test: the probes decide.
+//! Palisade installed with its Helm chart on a real node
+//! (`scripts/node.sh`): the project's images imported into containerd, the
+//! controller running as a pod with the chart's ServiceAccount and RBAC,
+//! policy servers started by the kubelet from the Deployment the controller
+//! writes, the API server calling them through their Service, the audit
+//! scanner's CronJob, then `helm upgrade`, `helm uninstall` and a second
+//! install. Nothing here is marked Ready by the test: the probes decide.
 
 #![allow(
     clippy::unwrap_used,
@@ -35,13 +36,15 @@ use palisade_host::fetch::{Fetcher, FetcherOptions};
 use serde_json::json;
 
 const NAMESPACE: &str = "kubewarden";
-const INSTALL: &str = include_str!("../deploy/install.yaml");
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/palisade");
+const RELEASE: &str = "palisade";
 
 struct World {
     node: Node,
     client: kube::Client,
-    policy_server_image: String,
     privileged_module: String,
+    /// When `helm install` was started, for the install-to-enforcing time.
+    install_started: Instant,
 }
 
 fn pod(name: &str, privileged: bool) -> Pod {
@@ -67,9 +70,54 @@ impl World {
         Self {
             node,
             client,
-            policy_server_image: String::new(),
             privileged_module: String::new(),
+            install_started: Instant::now(),
         }
+    }
+
+    /// Runs the project's Helm against the node; its output.
+    fn helm(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new(common::tool_bin("helm"))
+            .args(args)
+            .env("KUBECONFIG", self.node.get("KUBECONFIG"))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "helm {args:?} failed:\n{text}");
+        text
+    }
+
+    /// `helm install` of the chart, pods pulling policies from the node's
+    /// registry, the audit schedule far away (the test starts its job).
+    fn helm_install(&mut self) {
+        let insecure = format!(
+            "policyServer.insecureSources={{{}}}",
+            self.node.get("NODE_REGISTRY")
+        );
+        self.install_started = Instant::now();
+        self.helm(&[
+            "install",
+            RELEASE,
+            CHART,
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "3m",
+            "--set",
+            &insecure,
+            "--set",
+            "auditScanner.schedule=0 0 1 1 *",
+        ]);
+        println!(
+            "helm install --wait: {:.1} s",
+            self.install_started.elapsed().as_secs_f64()
+        );
     }
 
     /// Pushes a sample policy to the node's registry (through the relay on
@@ -112,26 +160,18 @@ impl World {
         .await;
     }
 
-    async fn images_import_and_the_controller_runs_as_a_pod(&mut self) {
-        let images = self.node.import_images(&["policy-server", "controller"]);
+    async fn images_import_and_helm_installs_the_controller(&mut self) {
+        let images = self
+            .node
+            .import_images(&["policy-server", "controller", "audit-scanner"]);
         let version = env!("CARGO_PKG_VERSION");
         assert_eq!(
             images,
-            [
-                format!("localhost/palisade/policy-server:{version}"),
-                format!("localhost/palisade/controller:{version}")
-            ]
+            ["policy-server", "controller", "audit-scanner"]
+                .map(|name| format!("localhost/palisade/{name}:{version}"))
         );
-        assert!(
-            INSTALL.contains(&images[1]),
-            "install.yaml must name the image of this version ({})",
-            images[1]
-        );
-        self.policy_server_image = images[0].clone();
-        common::install_crds(&self.client, palisade_controller::crd::crds()).await;
-        for document in INSTALL.split("\n---\n") {
-            common::create_yaml(&self.client, document).await.unwrap();
-        }
+        self.helm(&["lint", CHART]);
+        self.helm_install();
         self.deployment_ready("palisade-controller", 1).await;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
         let controller = pods
@@ -153,29 +193,12 @@ impl World {
         assert_eq!(holder, controller[0].name_any());
     }
 
-    /// The policy is created with its PolicyServer, before any pod exists:
-    /// it may become active only once the Deployment's pods passed their
-    /// readiness probe.
+    /// The policy is created as soon as Helm returns (the chart's
+    /// PolicyServer is then only starting its pods): it may become active
+    /// only once the Deployment's pods passed their readiness probe.
     async fn a_policy_becomes_active_only_after_the_policy_server_is_ready(&mut self) {
         let module = self.push("pod-privileged").await;
         self.privileged_module = module.clone();
-        let servers: Api<PolicyServer> = Api::all(self.client.clone());
-        servers
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "apiVersion": "policies.kubewarden.io/v1", "kind": "PolicyServer",
-                    "metadata": {"name": "default"},
-                    "spec": {
-                        "image": self.policy_server_image, "replicas": 1,
-                        "serviceAccountName": "policy-server",
-                        "insecureSources": [self.node.get("NODE_REGISTRY")]
-                    }
-                }))
-                .unwrap(),
-            )
-            .await
-            .unwrap();
         let policies: Api<ClusterAdmissionPolicy> = Api::all(self.client.clone());
         policies
             .create(
@@ -262,6 +285,10 @@ impl World {
             denied.to_string().contains("privileged"),
             "denied for another reason: {denied}"
         );
+        println!(
+            "install to enforcing (helm install to the first rejected privileged pod, images imported): {:.1} s",
+            self.install_started.elapsed().as_secs_f64()
+        );
         pods.create(&PostParams::default(), &pod("plain", false))
             .await
             .unwrap();
@@ -306,8 +333,8 @@ impl World {
     }
 
     /// The namespace-labels policy reads the request's Namespace from the
-    /// API server, as the policy-server's ServiceAccount (`install.yaml`
-    /// grants it read access): the answer depends on what it read.
+    /// API server, as the policy-server's ServiceAccount (the chart grants
+    /// it read access): the answer depends on what it read.
     async fn a_context_aware_policy_reads_the_cluster_as_the_policy_server(&self) {
         let module = self.push("namespace-labels").await;
         let policies: Api<ClusterAdmissionPolicy> = Api::all(self.client.clone());
@@ -372,8 +399,9 @@ impl World {
     }
 
     /// A client sends admission requests (server-side dry runs: admitted or
-    /// not, nothing is stored) all along while the PolicyServer scales to
-    /// two replicas and a policy change rolls its pods: not one may fail.
+    /// not, nothing is stored) all along while `helm upgrade` scales the
+    /// PolicyServer to two replicas and a policy change rolls its pods: not
+    /// one may fail.
     async fn scaling_and_a_policy_change_fail_no_request(&self) {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
@@ -407,15 +435,19 @@ impl World {
                 failures
             })
         };
-        let servers: Api<PolicyServer> = Api::all(self.client.clone());
-        servers
-            .patch(
-                "default",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"replicas": 2}})),
-            )
-            .await
-            .unwrap();
+        self.helm(&[
+            "upgrade",
+            RELEASE,
+            CHART,
+            "--namespace",
+            NAMESPACE,
+            "--reuse-values",
+            "--set",
+            "policyServer.replicas=2",
+            "--wait",
+            "--timeout",
+            "3m",
+        ]);
         self.deployment_ready("policy-server-default", 2).await;
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), NAMESPACE);
         let generation = deployments
@@ -526,6 +558,211 @@ impl World {
         .await;
     }
 
+    /// Every object the chart renders, with the default values and with a
+    /// matrix of others, is accepted by the API server (server-side dry run).
+    fn rendered_charts_are_accepted_by_the_api_server(&self) {
+        let matrix: [&[&str]; 4] = [
+            &[],
+            &[
+                "--set",
+                "policyServer.replicas=3",
+                "--set",
+                "policyServer.minAvailable=1",
+                "--set",
+                "policyServer.insecureSources={registry.test:5000}",
+                "--set",
+                "policyServer.resources.limits.memory=512Mi",
+                "--set",
+                "controller.replicas=2",
+                "--set",
+                "controller.logFormat=text",
+                "--set",
+                "imagePullSecrets[0].name=pull",
+            ],
+            &[
+                "--set",
+                "auditScanner.reportKind=policyreport",
+                "--set",
+                "auditScanner.ignoreNamespaces={kube-system,team}",
+                "--set",
+                "recommendedPolicies.enabled=true",
+                "--set",
+                "recommendedPolicies.registry=registry.test:5000",
+                "--set",
+                "recommendedPolicies.mode=protect",
+            ],
+            &[
+                "--set",
+                "auditScanner.enabled=false",
+                "--set",
+                "policyServer.enabled=false",
+            ],
+        ];
+        for values in matrix {
+            let mut args = vec!["template", RELEASE, CHART, "--namespace", NAMESPACE];
+            args.extend_from_slice(values);
+            let rendered = self.helm(&args);
+            let mut apply = std::process::Command::new(common::tool_bin("kubectl"))
+                .args(["apply", "--dry-run=server", "-f", "-"])
+                .env("KUBECONFIG", self.node.get("KUBECONFIG"))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write as _;
+            apply
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(rendered.as_bytes())
+                .unwrap();
+            let output = apply.wait_with_output().unwrap();
+            assert!(
+                output.status.success(),
+                "the API server refused the chart rendered with {values:?}:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+
+    /// The audit scanner's CronJob, started now: its job completes and
+    /// writes a report for the pod that runs.
+    async fn the_audit_scanner_job_writes_reports(&self) {
+        use k8s_openapi::api::batch::v1::{CronJob, Job};
+        let cronjob = Api::<CronJob>::namespaced(self.client.clone(), NAMESPACE)
+            .get("palisade-audit-scanner")
+            .await
+            .unwrap();
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let template = cronjob.spec.job_template;
+        jobs.create(
+            &PostParams::default(),
+            &Job {
+                metadata: kube::api::ObjectMeta {
+                    name: Some("audit-now".to_owned()),
+                    ..Default::default()
+                },
+                spec: template.spec,
+                status: None,
+            },
+        )
+        .await
+        .unwrap();
+        common::eventually(180, "the audit job to complete", || async {
+            let status = jobs.get("audit-now").await.ok()?.status?;
+            assert!(
+                status.failed.unwrap_or(0) == 0,
+                "the audit job failed: {status:?}"
+            );
+            (status.succeeded.unwrap_or(0) >= 1).then_some(())
+        })
+        .await;
+        let reports: Api<kube::core::DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            "team",
+            &kube::discovery::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+                "openreports.io",
+                "v1alpha1",
+                "Report",
+            )),
+        );
+        let all = reports.list(&ListParams::default()).await.unwrap().items;
+        let plain = all
+            .iter()
+            .find(|r| r.data["scope"]["name"] == "plain")
+            .unwrap_or_else(|| panic!("no report for pod team/plain among {} reports", all.len()));
+        assert!(
+            plain.data["summary"]["pass"].as_u64().unwrap_or(0) >= 1,
+            "{:?}",
+            plain.data
+        );
+    }
+
+    /// `helm uninstall`: its pre-delete hook removes the webhooks first, so
+    /// the cluster admits again; the policy-servers go; CRDs (and report
+    /// CRDs) and the users' policies stay. Then a second install enforces
+    /// the same policies again.
+    async fn helm_uninstall_leaves_no_webhook_and_a_reinstall_enforces_again(&mut self) {
+        self.helm(&[
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            NAMESPACE,
+            "--wait",
+            "--timeout",
+            "3m",
+        ]);
+        let validating: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
+        let mutating: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+        let webhooks = validating
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len()
+            + mutating
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .len();
+        assert_eq!(
+            webhooks, 0,
+            "webhook configurations left after helm uninstall"
+        );
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
+        common::eventually(
+            120,
+            "the policy-server and controller pods to go",
+            || async {
+                let left = pods.list(&ListParams::default()).await.ok()?.items;
+                left.iter()
+                    .all(|p| p.labels().get("job-name").is_some())
+                    .then_some(())
+            },
+        )
+        .await;
+        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+            Api::all(self.client.clone());
+        for crd in [
+            "policyservers.policies.kubewarden.io",
+            "clusteradmissionpolicies.policies.kubewarden.io",
+            "reports.openreports.io",
+        ] {
+            assert!(
+                crds.get_opt(crd).await.unwrap().is_some(),
+                "{crd} was removed"
+            );
+        }
+        let policies: Api<ClusterAdmissionPolicy> = Api::all(self.client.clone());
+        assert!(policies.get_opt("privileged-pods").await.unwrap().is_some());
+        let team: Api<Pod> = Api::namespaced(self.client.clone(), "team");
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        team.create(&dry_run, &pod("between-installs", true))
+            .await
+            .unwrap();
+
+        self.helm_install();
+        common::eventually(180, "privileged-pods to be active again", || async {
+            let status = policies.get("privileged-pods").await.ok()?.status?;
+            (status.policy_status == Some(PolicyStatusPhase::Active)).then_some(())
+        })
+        .await;
+        let denied = team
+            .create(&dry_run, &pod("after-reinstall", true))
+            .await
+            .expect_err("a privileged pod was admitted after the reinstall");
+        assert!(denied.to_string().contains("privileged"), "{denied}");
+        println!(
+            "reinstall to enforcing: {:.1} s",
+            self.install_started.elapsed().as_secs_f64()
+        );
+    }
+
     async fn deleting_the_policy_server_removes_its_pods_and_webhooks(&self) {
         let servers: Api<PolicyServer> = Api::all(self.client.clone());
         servers
@@ -574,19 +811,24 @@ impl World {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn palisade_runs_on_a_real_node() {
     let mut world = World::new().await;
-    world.images_import_and_the_controller_runs_as_a_pod().await;
+    world.images_import_and_helm_installs_the_controller().await;
     world
         .a_policy_becomes_active_only_after_the_policy_server_is_ready()
         .await;
     world
         .the_api_server_rejects_a_privileged_pod_through_the_service()
         .await;
+    world.rendered_charts_are_accepted_by_the_api_server();
     world.a_mutation_lands_on_the_stored_object().await;
     world
         .a_context_aware_policy_reads_the_cluster_as_the_policy_server()
         .await;
     world.scaling_and_a_policy_change_fail_no_request().await;
     world.a_missing_permission_is_said_on_the_policy().await;
+    world.the_audit_scanner_job_writes_reports().await;
+    world
+        .helm_uninstall_leaves_no_webhook_and_a_reinstall_enforces_again()
+        .await;
     world
         .deleting_the_policy_server_removes_its_pods_and_webhooks()
         .await;

@@ -12,6 +12,7 @@ use palisade_controller::admission;
 use palisade_controller::leader::{run_as_leader, Ended};
 use palisade_controller::reconcile::{run, Context};
 use palisade_controller::settings::SettingsChecker;
+use palisade_controller::uninstall::{uninstall, Uninstall};
 use palisade_controller::webhook::WebhookEndpoint;
 use palisade_host::fetch::FetcherOptions;
 use palisade_host::logs::LogFormat;
@@ -68,14 +69,55 @@ struct Args {
     /// Log format.
     #[arg(long, env = "PALISADE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Instead of reconciling: scale the controller's Deployment to zero,
+    /// delete every webhook configuration Palisade registered, then the
+    /// PolicyServers given by `--uninstall-policy-server` (the Helm chart's
+    /// pre-delete hook).
+    #[arg(long)]
+    uninstall: bool,
+    /// The controller's Deployment, for `--uninstall`.
+    #[arg(long, default_value = "palisade-controller")]
+    uninstall_deployment: String,
+    /// A PolicyServer to delete with `--uninstall` (repeatable).
+    #[arg(long)]
+    uninstall_policy_server: Vec<String>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     palisade_host::logs::init(&args.log_level, args.log_format);
+    if args.uninstall {
+        return remove(args).await;
+    }
     match start(args).await {
         Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn remove(args: Args) -> ExitCode {
+    let plan = Uninstall {
+        namespace: args.namespace,
+        deployment: args.uninstall_deployment,
+        policy_servers: args.uninstall_policy_server,
+    };
+    let result = match kube::Client::try_default().await {
+        Ok(client) => uninstall(&client, &plan).await.map_err(anyhow::Error::from),
+        Err(e) => Err(e.into()),
+    };
+    match result {
+        Ok(removed) => {
+            tracing::info!(
+                webhooks = removed.webhooks.len(),
+                policy_servers = removed.policy_servers.len(),
+                "Palisade's webhooks and PolicyServers removed"
+            );
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -113,6 +155,9 @@ async fn start(args: Args) -> anyhow::Result<ExitCode> {
         identity,
         log_level: _,
         log_format: _,
+        uninstall: _,
+        uninstall_deployment: _,
+        uninstall_policy_server: _,
     } = args;
     let client = kube::Client::try_default().await?;
     let endpoint = match webhook_url {
