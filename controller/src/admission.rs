@@ -34,6 +34,9 @@ pub const SERVICE_NAME: &str = "palisade-controller";
 /// Path the webhook is served on.
 pub const WEBHOOK_PATH: &str = "/validate-policies";
 const MAX_BODY: usize = 3 << 20;
+/// How long the settings checks of one review may take, well within the
+/// webhook's 10 s timeout.
+const CHECK_BUDGET: std::time::Duration = std::time::Duration::from_secs(7);
 
 /// What the webhook needs: the checker, and a client to read the
 /// PolicyServer whose module sources apply.
@@ -132,13 +135,24 @@ async fn check_policy<K: PolicyResource>(
         }
     };
     let mut warnings = Vec::new();
+    // The API server gives up after the webhook's timeout (10 s) and then
+    // refuses the policy (failurePolicy Fail): a registry that does not
+    // answer must end in a warning before that, not in a refusal.
+    let deadline = tokio::time::Instant::now() + CHECK_BUDGET;
     for module in policy.modules() {
         let label = module.label();
-        match reviewer
-            .checker
-            .check_with(&request.name, module.module, module.settings, &sources)
-            .await
-        {
+        let check =
+            reviewer
+                .checker
+                .check_with(&request.name, module.module, module.settings, &sources);
+        let Ok(checked) = tokio::time::timeout_at(deadline, check).await else {
+            warnings.push(format!(
+                "{label}settings not checked: fetching and checking the module took longer than {} s; the policy's status will say whether it is valid",
+                CHECK_BUDGET.as_secs()
+            ));
+            continue;
+        };
+        match checked {
             Ok(()) => {}
             Err(CheckError::Settings(message)) => {
                 return response.deny(format!("{label}invalid settings: {message}"));
@@ -208,4 +222,56 @@ pub async fn register(
         )
         .await?;
     Ok(())
+}
+
+/// The webhook's own serving certificate, issued by the engine's CA (the
+/// one the policy-servers' certificates come from) and kept in the Secret
+/// `secret`: no certificate to hand the controller, nothing for Helm to
+/// generate. Written to `dir` as `tls.crt` and `tls.key` for the TLS
+/// server; returns the CA bundle to register the webhook with. Calling it
+/// again renews what is due.
+pub async fn own_certificate(
+    context: &crate::reconcile::Context,
+    secret: &str,
+    url_host: Option<&str>,
+    dir: &std::path::Path,
+) -> Result<String, crate::reconcile::Error> {
+    use crate::reconcile::pki::{ensure_authority, ensure_serving, ServingSecret};
+    let now = time::OffsetDateTime::now_utc();
+    let ca = ensure_authority(context, now).await?;
+    let serving = ensure_serving(
+        context,
+        &ca,
+        &ServingSecret {
+            name: secret.to_owned(),
+            names: crate::certs::serving_names(SERVICE_NAME, &context.namespace, url_host),
+            labels: std::collections::BTreeMap::from([(
+                "app.kubernetes.io/name".to_owned(),
+                SERVICE_NAME.to_owned(),
+            )]),
+            owner: None,
+        },
+        now,
+    )
+    .await?;
+    let write = |name: &str, text: &str| -> Result<(), crate::reconcile::Error> {
+        let path = dir.join(name);
+        // Rewritten only on change: the TLS server reloads on a new mtime.
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
+            std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(&path, text))
+                .map_err(|e| {
+                    crate::reconcile::Error::Certificate(crate::certs::CertError::Io(format!(
+                        "{}: {e}",
+                        path.display()
+                    )))
+                })?;
+        }
+        Ok(())
+    };
+    // The key first: a reload never pairs a new certificate with an old key
+    // for longer than one check.
+    write("tls.key", &serving.key_pem)?;
+    write("tls.crt", &serving.cert_pem)?;
+    Ok(ca.bundle_pem)
 }

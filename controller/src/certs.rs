@@ -22,6 +22,8 @@ pub enum CertError {
     Generate(#[from] rcgen::Error),
     #[error("reading a certificate: {0}")]
     Parse(String),
+    #[error("writing a certificate: {0}")]
+    Io(String),
 }
 
 /// How long certificates live and when they are renewed.

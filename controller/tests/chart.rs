@@ -201,6 +201,25 @@ fn every_container_is_hardened_and_the_controller_is_probed() {
 }
 
 #[test]
+fn the_controllers_webhook_needs_no_certificate_from_helm() {
+    let objects = render(&[]);
+    let controller =
+        &pod_spec(find(&objects, "Deployment", "palisade-controller"))["containers"][0];
+    let args = serde_yaml::to_string(&controller["args"]).unwrap();
+    assert!(args.contains("--admission-certificate-secret="), "{args}");
+    find(&objects, "Service", "palisade-controller");
+    // No certificate material anywhere in the rendered chart: the same
+    // values render the same objects (nothing for Argo CD to see change).
+    assert!(!objects.iter().any(|o| o["kind"] == "Secret"));
+    assert_eq!(render(&[]), objects);
+
+    let without = render(&["--set", "controller.admissionWebhook=false"]);
+    assert!(!without
+        .iter()
+        .any(|o| o["kind"] == "Service" && o["metadata"]["name"] == "palisade-controller"));
+}
+
+#[test]
 fn uninstall_removes_webhooks_first_and_crds_stay() {
     let objects = render(&[]);
     let job = find(&objects, "Job", "palisade-uninstall");

@@ -558,6 +558,44 @@ impl World {
         .await;
     }
 
+    /// The controller's own webhook, with the certificate it issued itself
+    /// (trusted through the engine's CA bundle), refuses a policy whose
+    /// settings the policy rejects, with the policy's message.
+    async fn invalid_settings_are_refused_at_apply_time(&self) {
+        let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
+        let config = webhooks.get("palisade-controller").await.unwrap();
+        let webhook = &config.webhooks.unwrap()[0];
+        assert_eq!(webhook.failure_policy.as_deref(), Some("Fail"));
+        let secret =
+            Api::<k8s_openapi::api::core::v1::Secret>::namespaced(self.client.clone(), NAMESPACE)
+                .get("policy-server-root-ca")
+                .await
+                .unwrap();
+        assert_eq!(
+            webhook.client_config.ca_bundle.as_ref().map(|b| &b.0),
+            secret.data.unwrap().get("ca-bundle.crt").map(|b| &b.0),
+            "the webhook is not registered with the engine's CA bundle"
+        );
+        let module = self.push("namespace-labels").await;
+        let refused = Api::<ClusterAdmissionPolicy>::all(self.client.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "apiVersion": "policies.kubewarden.io/v1", "kind": "ClusterAdmissionPolicy",
+                    "metadata": {"name": "bad-settings"},
+                    "spec": {"module": module, "settings": {"lables": ["team"]},
+                             "rules": pods_rule()}
+                }))
+                .unwrap(),
+            )
+            .await
+            .expect_err("a policy with settings it rejects was stored");
+        assert!(
+            refused.to_string().contains("unknown field `lables`"),
+            "refused for another reason: {refused}"
+        );
+    }
+
     /// Every object the chart renders, with the default values and with a
     /// matrix of others, is accepted by the API server (server-side dry run).
     fn rendered_charts_are_accepted_by_the_api_server(&self) {
@@ -819,6 +857,7 @@ async fn palisade_runs_on_a_real_node() {
         .the_api_server_rejects_a_privileged_pod_through_the_service()
         .await;
     world.rendered_charts_are_accepted_by_the_api_server();
+    world.invalid_settings_are_refused_at_apply_time().await;
     world.a_mutation_lands_on_the_stored_object().await;
     world
         .a_context_aware_policy_reads_the_cluster_as_the_policy_server()

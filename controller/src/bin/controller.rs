@@ -47,6 +47,16 @@ struct Args {
     /// Its key (PEM).
     #[arg(long, env = "PALISADE_ADMISSION_KEY", requires = "admission_cert")]
     admission_key: Option<PathBuf>,
+    /// The controller issues its admission webhook's certificate itself,
+    /// signed by the engine's CA, kept in this Secret and renewed before it
+    /// expires; the webhook is registered with the CA bundle. Instead of
+    /// `--admission-cert`/`--admission-key`.
+    #[arg(
+        long,
+        env = "PALISADE_ADMISSION_CERTIFICATE_SECRET",
+        conflicts_with = "admission_cert"
+    )]
+    admission_certificate_secret: Option<String>,
     /// Where the admission webhook listens.
     #[arg(long, env = "PALISADE_ADMISSION_ADDR", default_value = "0.0.0.0:8443")]
     admission_addr: std::net::SocketAddr,
@@ -125,6 +135,43 @@ async fn remove(args: Args) -> ExitCode {
     }
 }
 
+/// Keeps the self-issued admission certificate current: renews it when due,
+/// reloads it into the TLS server, and registers the webhook again when the
+/// CA bundle changed (a renewed CA).
+async fn renew_own_certificate(
+    context: Arc<Context>,
+    secret: String,
+    endpoint: WebhookEndpoint,
+    dir: PathBuf,
+    certificate: Arc<ReloadingCertificate>,
+    mut bundle: Vec<u8>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stopped.changed() => return,
+        }
+        let host = endpoint.url_host("");
+        match admission::own_certificate(&context, &secret, host.as_deref(), &dir).await {
+            Ok(now) => {
+                if let Err(e) = certificate.reload_if_changed() {
+                    tracing::warn!(error = %e, "cannot reload the admission certificate");
+                }
+                if now.as_bytes() != bundle.as_slice() {
+                    match admission::register(&context.client, &endpoint, now.as_bytes()).await {
+                        Ok(()) => bundle = now.into_bytes(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot register the admission webhook with the renewed CA")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot renew the admission certificate"),
+        }
+    }
+}
+
 /// SIGTERM (what the kubelet sends) or SIGINT.
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -150,6 +197,7 @@ async fn start(args: Args) -> anyhow::Result<ExitCode> {
         admission_key,
         admission_addr,
         admission_url,
+        admission_certificate_secret,
         metrics_addr,
         leader_election,
         identity,
@@ -166,6 +214,11 @@ async fn start(args: Args) -> anyhow::Result<ExitCode> {
             namespace: namespace.clone(),
         },
     };
+    // Beside the module store, not in it.
+    let own_dir = store_dir
+        .parent()
+        .unwrap_or(&store_dir)
+        .join("palisade-admission-tls");
     let checker = SettingsChecker::new(FetcherOptions {
         store_dir,
         ..FetcherOptions::default()
@@ -191,10 +244,33 @@ async fn start(args: Args) -> anyhow::Result<ExitCode> {
     tracing::info!(%metrics_addr, "metrics served");
 
     // Every replica answers admission reviews; only the leader reconciles.
-    if let (Some(cert), Some(key)) = (admission_cert, admission_key) {
-        let certificate = ReloadingCertificate::new(&cert, &key)?;
+    let admission_endpoint = match &admission_url {
+        Some(base) => WebhookEndpoint::Url { base: base.clone() },
+        None => WebhookEndpoint::Service {
+            namespace: namespace.clone(),
+        },
+    };
+    let admission_tls = match (admission_cert, admission_key, &admission_certificate_secret) {
+        (Some(cert), Some(key), _) => {
+            let bundle = std::fs::read(&cert)?;
+            Some((cert, key, bundle))
+        }
+        (_, _, Some(secret)) => {
+            let host = admission_endpoint.url_host("");
+            let bundle =
+                admission::own_certificate(&context, secret, host.as_deref(), &own_dir).await?;
+            Some((
+                own_dir.join("tls.crt"),
+                own_dir.join("tls.key"),
+                bundle.into_bytes(),
+            ))
+        }
+        _ => None,
+    };
+    if let Some((cert, key, bundle)) = admission_tls {
+        let certificate = Arc::new(ReloadingCertificate::new(&cert, &key)?);
         let acceptor =
-            tokio_rustls::TlsAcceptor::from(Arc::new(server_config(Arc::new(certificate), None)?));
+            tokio_rustls::TlsAcceptor::from(Arc::new(server_config(certificate.clone(), None)?));
         let listener = tokio::net::TcpListener::bind(admission_addr).await?;
         let reviewer = Arc::new(admission::Reviewer {
             checker,
@@ -204,17 +280,22 @@ async fn start(args: Args) -> anyhow::Result<ExitCode> {
             listener,
             Some(acceptor),
             move |request| admission::handle(reviewer.clone(), request),
-            stopped,
+            stopped.clone(),
             Duration::from_secs(10),
         )));
-        let endpoint = match admission_url {
-            Some(base) => WebhookEndpoint::Url { base },
-            None => WebhookEndpoint::Service {
-                namespace: namespace.clone(),
-            },
-        };
-        admission::register(&client, &endpoint, &std::fs::read(&cert)?).await?;
+        admission::register(&client, &admission_endpoint, &bundle).await?;
         tracing::info!(%admission_addr, "admission webhook for policy resources registered");
+        if let Some(secret) = admission_certificate_secret {
+            servers.push(tokio::spawn(renew_own_certificate(
+                context.clone(),
+                secret,
+                admission_endpoint,
+                own_dir,
+                certificate,
+                bundle,
+                stopped.clone(),
+            )));
+        }
     }
 
     let ended = if leader_election {

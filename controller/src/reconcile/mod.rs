@@ -3,6 +3,7 @@
 
 mod backoff;
 mod configuration;
+pub mod pki;
 mod policies;
 mod policy_server;
 mod webhooks;

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::reflector::ObjectRef;
@@ -19,9 +18,10 @@ use kube::runtime::watcher;
 use kube::ResourceExt;
 use time::OffsetDateTime;
 
+use super::pki::{self, ServingSecret};
 use super::webhooks::Webhooks;
 use super::{configuration, counted, delete_if_present, drain, Context, Error, FINALIZER, MANAGER};
-use crate::certs::{self, Authority, Serving};
+use crate::certs;
 use crate::conditions::conditions;
 use crate::crd::PolicyServer;
 use crate::objects::{
@@ -117,10 +117,22 @@ async fn apply(server: &PolicyServer, context: &Context) -> Result<Action, Error
     let namespace = &context.namespace;
     let client = &context.client;
     let now = OffsetDateTime::now_utc();
-    let ca = ensure_authority(context, now).await?;
-    ensure_serving_certificate(server, context, &ca, now).await?;
-
+    let ca = pki::ensure_authority(context, now).await?;
     let object = object_name(&name);
+    let host = context.endpoint.url_host(&name);
+    pki::ensure_serving(
+        context,
+        &ca,
+        &ServingSecret {
+            name: object.clone(),
+            names: certs::serving_names(&object, &context.namespace, host.as_deref()),
+            labels: selector_labels(&name),
+            owner: Some(owner_reference(server)),
+        },
+        now,
+    )
+    .await?;
+
     let stored = configuration::sync(context, server).await?;
     let hash = config_hash(&stored);
 
@@ -189,90 +201,6 @@ async fn set_ready_condition(
 }
 
 /// Creates the CA, or renews it when it is due, keeping the old one in the bundle.
-async fn ensure_authority(context: &Context, now: OffsetDateTime) -> Result<Authority, Error> {
-    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &context.namespace);
-    let existing = secrets.get_opt(ROOT_CA_SECRET).await?;
-    let current = existing.as_ref().and_then(Authority::from_secret);
-    let wanted = certs::ensure_authority(current.as_ref(), now, &context.lifetimes)?;
-    if current.as_ref() == Some(&wanted) {
-        return Ok(wanted);
-    }
-    let data = wanted.secret_data();
-    match existing {
-        // Replace, not apply: the resourceVersion makes two controllers
-        // racing to create or renew the CA end with one of them retrying.
-        Some(mut secret) => {
-            secret.data = Some(data);
-            secrets
-                .replace(ROOT_CA_SECRET, &PostParams::default(), &secret)
-                .await?;
-            tracing::info!(
-                "policy-server CA renewed; the previous CA stays trusted until it expires"
-            );
-        }
-        None => {
-            let secret = Secret {
-                metadata: ObjectMeta {
-                    name: Some(ROOT_CA_SECRET.to_owned()),
-                    namespace: Some(context.namespace.clone()),
-                    ..ObjectMeta::default()
-                },
-                data: Some(data),
-                ..Secret::default()
-            };
-            secrets.create(&PostParams::default(), &secret).await?;
-            tracing::info!("policy-server CA created");
-        }
-    }
-    Ok(wanted)
-}
-
-async fn ensure_serving_certificate(
-    server: &PolicyServer,
-    context: &Context,
-    ca: &Authority,
-    now: OffsetDateTime,
-) -> Result<(), Error> {
-    let name = server.name_any();
-    let object = object_name(&name);
-    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &context.namespace);
-    let existing = secrets.get_opt(&object).await?;
-    let (current, issuer) = existing
-        .as_ref()
-        .map(Serving::from_secret)
-        .unwrap_or_default();
-    let host = context.endpoint.url_host(&name);
-    let names = certs::serving_names(&object, &context.namespace, host.as_deref());
-    if certs::serving_is_current(
-        current.as_ref(),
-        issuer.as_deref(),
-        ca,
-        &names,
-        now,
-        &context.lifetimes,
-    ) {
-        return Ok(());
-    }
-    let serving = certs::issue_serving(ca, &names, now, &context.lifetimes)?;
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(object.clone()),
-            namespace: Some(context.namespace.clone()),
-            labels: Some(selector_labels(&name)),
-            owner_references: Some(vec![owner_reference(server)]),
-            ..ObjectMeta::default()
-        },
-        type_: Some("kubernetes.io/tls".to_owned()),
-        data: Some(serving.secret_data(ca)),
-        ..Secret::default()
-    };
-    secrets
-        .patch(&object, &apply_params(), &Patch::Apply(&secret))
-        .await?;
-    tracing::info!(names = ?names, "serving certificate issued");
-    Ok(())
-}
-
 /// Removes the webhooks of every policy bound to the server, so that no
 /// webhook points at a Service that is about to disappear (with
 /// `failurePolicy: Fail` it would block every matching request).
