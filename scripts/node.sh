@@ -194,9 +194,17 @@ containerd_up() {
     -e "s|bin_dir = .*|bin_dir = \"/usr/lib/cni\"|" \
     -e "s|conf_dir = .*|conf_dir = \"$dir/cni/net.d\"|" \
     -e "s|restrict_oom_score_adj = .*|restrict_oom_score_adj = true|" \
+    -e "s|config_path = \"\"|config_path = \"$dir/containerd/certs.d\"|" \
     "$dir/containerd/config.toml.default" >"$dir/containerd/config.toml"
   grep -q "restrict_oom_score_adj = true" "$dir/containerd/config.toml" \
     || fail "containerd's default configuration changed shape: restrict_oom_score_adj not set"
+  # Images can also be pulled from the node's registry, over plain HTTP.
+  mkdir -p "$dir/containerd/certs.d/$NODE_IP:$REGISTRY_PORT"
+  cat >"$dir/containerd/certs.d/$NODE_IP:$REGISTRY_PORT/hosts.toml" <<EOF
+server = "http://$NODE_IP:$REGISTRY_PORT"
+[host."http://$NODE_IP:$REGISTRY_PORT"]
+  capabilities = ["pull", "resolve"]
+EOF
   start containerd "${in_ns[@]}" containerd --config "$dir/containerd/config.toml"
   wait_for 20 "containerd" containerd ctr --address "$dir/containerd/containerd.sock" version
   "$root/scripts/build-images.sh" "$bin_dir" "$dir/images" pause >/dev/null

@@ -92,14 +92,19 @@ impl World {
     }
 
     /// `helm install` of the chart, pods pulling policies from the node's
-    /// registry, the audit schedule far away (the test starts its job).
-    fn helm_install(&mut self) {
+    /// registry, the audit schedule far away (the test starts its job). The
+    /// first install pulls the images from the node's registry
+    /// (`image.repository`), the second runs the imported ones.
+    fn helm_install(&mut self, from_registry: bool) {
         let insecure = format!(
             "policyServer.insecureSources={{{}}}",
             self.node.get("NODE_REGISTRY")
         );
-        self.install_started = Instant::now();
-        self.helm(&[
+        let repository = format!(
+            "image.repository={}/palisade",
+            self.node.get("NODE_REGISTRY")
+        );
+        let mut args = vec![
             "install",
             RELEASE,
             CHART,
@@ -113,7 +118,12 @@ impl World {
             &insecure,
             "--set",
             "auditScanner.schedule=0 0 1 1 *",
-        ]);
+        ];
+        if from_registry {
+            args.extend(["--set", &repository, "--set", "image.pullPolicy=Always"]);
+        }
+        self.install_started = Instant::now();
+        self.helm(&args);
         println!(
             "helm install --wait: {:.1} s",
             self.install_started.elapsed().as_secs_f64()
@@ -161,9 +171,9 @@ impl World {
     }
 
     async fn images_import_and_helm_installs_the_controller(&mut self) {
-        let images = self
-            .node
-            .import_images(&["policy-server", "controller", "audit-scanner"]);
+        let images =
+            self.node
+                .import_and_push_images(&["policy-server", "controller", "audit-scanner"]);
         let version = env!("CARGO_PKG_VERSION");
         assert_eq!(
             images,
@@ -171,7 +181,19 @@ impl World {
                 .map(|name| format!("localhost/palisade/{name}:{version}"))
         );
         self.helm(&["lint", CHART]);
-        self.helm_install();
+        self.helm_install(true);
+        let controller = Api::<Deployment>::namespaced(self.client.clone(), NAMESPACE)
+            .get("palisade-controller")
+            .await
+            .unwrap();
+        let image = controller.spec.template.spec.unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap();
+        assert!(
+            image.starts_with(self.node.get("NODE_REGISTRY")),
+            "the controller runs {image}, not the pushed image"
+        );
         self.deployment_ready("palisade-controller", 1).await;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
         let controller = pods
@@ -286,7 +308,7 @@ impl World {
             "denied for another reason: {denied}"
         );
         println!(
-            "install to enforcing (helm install to the first rejected privileged pod, images imported): {:.1} s",
+            "install to enforcing (helm install to the first rejected privileged pod, images pulled from the node's registry): {:.1} s",
             self.install_started.elapsed().as_secs_f64()
         );
         pods.create(&PostParams::default(), &pod("plain", false))
@@ -784,7 +806,7 @@ impl World {
             .await
             .unwrap();
 
-        self.helm_install();
+        self.helm_install(false);
         common::eventually(180, "privileged-pods to be active again", || async {
             let status = policies.get("privileged-pods").await.ok()?.status?;
             (status.policy_status == Some(PolicyStatusPhase::Active)).then_some(())

@@ -102,9 +102,11 @@ impl Node {
     }
 
     /// Builds the project's images from the release binaries next to the
-    /// running test (`cargo test --release` built them) and imports them
-    /// into the node's containerd; their references.
-    pub fn import_images(&self, names: &[&str]) -> Vec<String> {
+    /// running test (`cargo test --release` built them), imports them into
+    /// the node's containerd (`localhost/palisade/<name>:<version>`) and
+    /// pushes them to the node's registry (`<NODE_REGISTRY>/palisade/...`,
+    /// for pods that pull); the imported references.
+    pub fn import_and_push_images(&self, names: &[&str]) -> Vec<String> {
         let exe = std::env::current_exe().unwrap();
         let bin_dir = exe
             .parent()
@@ -131,6 +133,15 @@ impl Node {
                     .args(["--address", self.get("CONTAINERD_ADDRESS")])
                     .args(["-n", "k8s.io", "images", "import", tar]),
                 "ctr images import",
+            );
+            let pushed = reference.replacen(
+                "localhost/",
+                &format!("{}/", self.get("NODE_REGISTRY_FROM_HOST")),
+                1,
+            );
+            run(
+                Command::new(script("push-image.sh")).args([tar, &pushed, "--plain-http"]),
+                "scripts/push-image.sh",
             );
             references.push(reference.to_owned());
         }
