@@ -128,15 +128,7 @@ async fn one_leader_reconciles_and_a_terminated_leader_hands_over() {
     .await;
 
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kubewarden");
-    let holder = common::eventually(30, "a lease holder", || async {
-        leases
-            .get_opt("palisade-controller")
-            .await
-            .ok()??
-            .spec?
-            .holder_identity
-    })
-    .await;
+    let holder = common::lease_holder(&client, "kubewarden", "palisade-controller", 30).await;
     let leader = replicas.iter().position(|r| r.identity == holder).unwrap();
     let follower = 1 - leader;
     assert!(reconciled_policy_servers(&replicas[leader]).await.unwrap() >= 1.0);

@@ -24,7 +24,6 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -77,18 +76,12 @@ impl World {
 
     /// Runs the project's Helm against the node; its output.
     fn helm(&self, args: &[&str]) -> String {
-        let output = std::process::Command::new(common::tool_bin("helm"))
-            .args(args)
-            .env("KUBECONFIG", self.node.get("KUBECONFIG"))
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(output.status.success(), "helm {args:?} failed:\n{text}");
-        text
+        common::node::run(
+            std::process::Command::new(common::tool_bin("helm"))
+                .args(args)
+                .env("KUBECONFIG", self.node.get("KUBECONFIG")),
+            &format!("helm {args:?}"),
+        )
     }
 
     /// `helm install` of the chart, pods pulling policies from the node's
@@ -154,6 +147,28 @@ impl World {
         )
     }
 
+    /// Creates the ClusterAdmissionPolicy `name` with `spec` (on the default
+    /// PolicyServer and the pods rule, unless `spec` says otherwise).
+    async fn create_policy(
+        &self,
+        name: &str,
+        mut spec: serde_json::Value,
+    ) -> Result<ClusterAdmissionPolicy, kube::Error> {
+        let fields = spec.as_object_mut().unwrap();
+        fields.entry("policyServer").or_insert(json!("default"));
+        fields.entry("rules").or_insert_with(pods_rule);
+        Api::<ClusterAdmissionPolicy>::all(self.client.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "apiVersion": "policies.kubewarden.io/v1", "kind": "ClusterAdmissionPolicy",
+                    "metadata": {"name": name}, "spec": spec
+                }))
+                .unwrap(),
+            )
+            .await
+    }
+
     async fn deployment_ready(&self, name: &str, replicas: i32) {
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), NAMESPACE);
         common::eventually(
@@ -202,16 +217,7 @@ impl World {
             .unwrap()
             .items;
         assert_eq!(controller.len(), 1);
-        let leases: Api<Lease> = Api::namespaced(self.client.clone(), NAMESPACE);
-        let holder = common::eventually(60, "the controller pod to hold the lease", || async {
-            leases
-                .get_opt("palisade-controller")
-                .await
-                .ok()??
-                .spec?
-                .holder_identity
-        })
-        .await;
+        let holder = common::lease_holder(&self.client, NAMESPACE, "palisade-controller", 60).await;
         assert_eq!(holder, controller[0].name_any());
     }
 
@@ -222,19 +228,12 @@ impl World {
         let module = self.push("pod-privileged").await;
         self.privileged_module = module.clone();
         let policies: Api<ClusterAdmissionPolicy> = Api::all(self.client.clone());
-        policies
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "apiVersion": "policies.kubewarden.io/v1", "kind": "ClusterAdmissionPolicy",
-                    "metadata": {"name": "privileged-pods"},
-                    "spec": {"policyServer": "default", "module": module, "mode": "protect",
-                             "rules": pods_rule(), "mutating": false}
-                }))
-                .unwrap(),
-            )
-            .await
-            .unwrap();
+        self.create_policy(
+            "privileged-pods",
+            json!({"module": module, "mode": "protect", "mutating": false}),
+        )
+        .await
+        .unwrap();
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), NAMESPACE);
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
@@ -323,20 +322,12 @@ impl World {
 
     async fn a_mutation_lands_on_the_stored_object(&self) {
         let module = self.push("default-security-context").await;
-        let policies: Api<ClusterAdmissionPolicy> = Api::all(self.client.clone());
-        policies
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "apiVersion": "policies.kubewarden.io/v1", "kind": "ClusterAdmissionPolicy",
-                    "metadata": {"name": "default-security-context"},
-                    "spec": {"policyServer": "default", "module": module, "mode": "protect",
-                             "rules": pods_rule(), "mutating": true}
-                }))
-                .unwrap(),
-            )
-            .await
-            .unwrap();
+        self.create_policy(
+            "default-security-context",
+            json!({"module": module, "mode": "protect", "mutating": true}),
+        )
+        .await
+        .unwrap();
         let mutating: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
         common::eventually(180, "the mutating webhook to be registered", || async {
             mutating
@@ -359,23 +350,15 @@ impl World {
     /// it read access): the answer depends on what it read.
     async fn a_context_aware_policy_reads_the_cluster_as_the_policy_server(&self) {
         let module = self.push("namespace-labels").await;
-        let policies: Api<ClusterAdmissionPolicy> = Api::all(self.client.clone());
-        policies
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "apiVersion": "policies.kubewarden.io/v1", "kind": "ClusterAdmissionPolicy",
-                    "metadata": {"name": "namespace-labels"},
-                    "spec": {"policyServer": "default", "module": module,
+        self.create_policy(
+            "namespace-labels",
+            json!({"module": module,
                              "settings": {"labels": ["cost-center"]},
                              "contextAwareResources": [{"apiVersion": "v1", "kind": "Namespace"}],
-                             "namespaceSelector": {"matchLabels": {"context-check": "yes"}},
-                             "rules": pods_rule()}
-                }))
-                .unwrap(),
-            )
-            .await
-            .unwrap();
+                             "namespaceSelector": {"matchLabels": {"context-check": "yes"}}}),
+        )
+        .await
+        .unwrap();
         for (name, labels) in [
             (
                 "labelled",
@@ -529,17 +512,7 @@ impl World {
             .await
             .unwrap();
         let policies: Api<ClusterAdmissionPolicy> = Api::all(self.client.clone());
-        policies
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "apiVersion": "policies.kubewarden.io/v1", "kind": "ClusterAdmissionPolicy",
-                    "metadata": {"name": "needs-create"},
-                    "spec": {"policyServer": "default", "module": self.privileged_module,
-                             "rules": pods_rule()}
-                }))
-                .unwrap(),
-            )
+        self.create_policy("needs-create", json!({"module": self.privileged_module}))
             .await
             .unwrap();
         let condition =
@@ -599,16 +572,10 @@ impl World {
             "the webhook is not registered with the engine's CA bundle"
         );
         let module = self.push("namespace-labels").await;
-        let refused = Api::<ClusterAdmissionPolicy>::all(self.client.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "apiVersion": "policies.kubewarden.io/v1", "kind": "ClusterAdmissionPolicy",
-                    "metadata": {"name": "bad-settings"},
-                    "spec": {"module": module, "settings": {"lables": ["team"]},
-                             "rules": pods_rule()}
-                }))
-                .unwrap(),
+        let refused = self
+            .create_policy(
+                "bad-settings",
+                json!({"module": module, "settings": {"lables": ["team"]}}),
             )
             .await
             .expect_err("a policy with settings it rejects was stored");

@@ -373,3 +373,21 @@ pub async fn create_namespaces(client: &kube::Client, names: &[&str]) {
 fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
     serde_json::from_value(value).unwrap()
 }
+
+/// Who holds the Lease `namespace/name`, once somebody does (waits up to
+/// `seconds`).
+pub async fn lease_holder(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    seconds: u64,
+) -> String {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: kube::api::Api<Lease> = kube::api::Api::namespaced(client.clone(), namespace);
+    crate::eventually(
+        seconds,
+        &format!("a holder of the lease {name}"),
+        || async { leases.get_opt(name).await.ok()??.spec?.holder_identity },
+    )
+    .await
+}

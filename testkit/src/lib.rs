@@ -26,7 +26,7 @@ pub mod wait;
 
 pub use apiserver::{
     create_namespaces, create_yaml, install_crds, kubewarden_privileged_pods_manifest,
-    mark_pods_ready, ApiServer,
+    lease_holder, mark_pods_ready, ApiServer,
 };
 pub use paths::{fixture_path, policy_path, tool_bin};
 pub use policies::{fixture, load, load_default, loader};

@@ -25,8 +25,9 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs a project script; its output when it fails.
-fn run(command: &mut Command, what: &str) -> String {
+/// Runs a command (a project script, helm, kubectl); its output, stdout
+/// then stderr, and a failure naming `what` with that output.
+pub fn run(command: &mut Command, what: &str) -> String {
     let output = command
         .output()
         .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
