@@ -107,10 +107,11 @@ certificates() {
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 }
 
-# kubeconfig NAME SERVER: a kubeconfig with NAME's client certificate.
+# kubeconfig NAME SERVER [FILE]: a kubeconfig with NAME's client
+# certificate, in FILE (default $dir/NAME.kubeconfig).
 kubeconfig() {
-  local name=$1 server=$2
-  cat >"$dir/$name.kubeconfig" <<EOF
+  local name=$1 server=$2 file=${3:-$dir/$1.kubeconfig}
+  cat >"$file" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -233,7 +234,6 @@ control_plane_up() {
     --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" \
     --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
     --kubelet-preferred-address-types=InternalIP
-  kubeconfig admin "https://$NODE_IP:$API_PORT"
   wait_for 60 "the API server" kube-apiserver \
     "${in_ns[@]}" curl -sf --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
     "https://$NODE_IP:$API_PORT/readyz"
@@ -316,9 +316,7 @@ up() {
   control_plane_up
   relay apiserver "$NODE_API_PORT" "$NODE_IP:$API_PORT"
   # The host's kubeconfig talks to the relay; the certificate names 127.0.0.1.
-  kubeconfig admin "https://127.0.0.1:$NODE_API_PORT"
-  cp "$dir/admin.kubeconfig" "$dir/kubeconfig"
-  kubeconfig admin "https://$NODE_IP:$API_PORT"
+  kubeconfig admin "https://127.0.0.1:$NODE_API_PORT" "$dir/kubeconfig"
   log "API server ready ($((SECONDS - started))s)"
   registry_up
   relay registry "$NODE_REGISTRY_PORT" "$NODE_IP:$REGISTRY_PORT"

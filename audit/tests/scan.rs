@@ -506,15 +506,8 @@ async fn cluster_scoped_resources_and_a_type_the_scanner_may_not_list() {
     let client = server.client();
     common::install_crds(&client, palisade_controller::crd::crds()).await;
     common::install_crds(&client, palisade_audit::reports::crds()).await;
-    common::create_namespaces(&client, &["kubewarden", "labelled"]).await;
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            "labelled",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"owner": "me"}}})),
-        )
-        .await
-        .unwrap();
+    common::create_namespaces(&client, &["kubewarden"]).await;
+    common::create_namespace(&client, "labelled", json!({"owner": "me"})).await;
     let create = |yaml: String| {
         let client = client.clone();
         async move { common::create_yaml(&client, &yaml).await.unwrap() }

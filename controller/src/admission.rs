@@ -227,51 +227,110 @@ pub async fn register(
 /// The webhook's own serving certificate, issued by the engine's CA (the
 /// one the policy-servers' certificates come from) and kept in the Secret
 /// `secret`: no certificate to hand the controller, nothing for Helm to
-/// generate. Written to `dir` as `tls.crt` and `tls.key` for the TLS
-/// server; returns the CA bundle to register the webhook with. Calling it
-/// again renews what is due.
-pub async fn own_certificate(
-    context: &crate::reconcile::Context,
-    secret: &str,
-    url_host: Option<&str>,
-    dir: &std::path::Path,
-) -> Result<String, crate::reconcile::Error> {
-    use crate::reconcile::pki::{ensure_authority, ensure_serving, ServingSecret};
-    let now = time::OffsetDateTime::now_utc();
-    let ca = ensure_authority(context, now).await?;
-    let serving = ensure_serving(
-        context,
-        &ca,
-        &ServingSecret {
-            name: secret.to_owned(),
-            names: crate::certs::serving_names(SERVICE_NAME, &context.namespace, url_host),
-            labels: std::collections::BTreeMap::from([(
-                "app.kubernetes.io/name".to_owned(),
-                SERVICE_NAME.to_owned(),
-            )]),
-            owner: None,
-        },
-        now,
-    )
-    .await?;
-    let write = |name: &str, text: &str| -> Result<(), crate::reconcile::Error> {
-        let path = dir.join(name);
-        // Rewritten only on change: the TLS server reloads on a new mtime.
-        if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
-            std::fs::create_dir_all(dir)
-                .and_then(|()| std::fs::write(&path, text))
-                .map_err(|e| {
-                    crate::reconcile::Error::Certificate(crate::certs::CertError::Io(format!(
-                        "{}: {e}",
-                        path.display()
-                    )))
-                })?;
+/// generate. Written to `dir` as `tls.crt` and `tls.key` for the TLS server.
+#[derive(Debug, Clone)]
+pub struct OwnCertificate {
+    pub secret: String,
+    /// The host of an out-of-cluster URL, which the certificate must name.
+    pub url_host: Option<String>,
+    pub dir: std::path::PathBuf,
+}
+
+impl OwnCertificate {
+    pub fn cert_path(&self) -> std::path::PathBuf {
+        self.dir.join("tls.crt")
+    }
+
+    pub fn key_path(&self) -> std::path::PathBuf {
+        self.dir.join("tls.key")
+    }
+
+    /// Issues or renews what is due and writes the files; returns the CA
+    /// bundle to register the webhook with.
+    pub async fn ensure(
+        &self,
+        context: &crate::reconcile::Context,
+    ) -> Result<String, crate::reconcile::Error> {
+        use crate::reconcile::pki::{ensure_authority, ensure_serving, ServingSecret};
+        let now = time::OffsetDateTime::now_utc();
+        let ca = ensure_authority(context, now).await?;
+        let serving = ensure_serving(
+            context,
+            &ca,
+            &ServingSecret {
+                name: self.secret.clone(),
+                names: crate::certs::serving_names(
+                    SERVICE_NAME,
+                    &context.namespace,
+                    self.url_host.as_deref(),
+                ),
+                labels: std::collections::BTreeMap::from([(
+                    "app.kubernetes.io/name".to_owned(),
+                    SERVICE_NAME.to_owned(),
+                )]),
+                owner: None,
+            },
+            now,
+        )
+        .await?;
+        // The key first: a reload never pairs a new certificate with an old
+        // key for longer than one check.
+        write_if_changed(&self.key_path(), &serving.key_pem)?;
+        write_if_changed(&self.cert_path(), &serving.cert_pem)?;
+        Ok(ca.bundle_pem)
+    }
+
+    /// Keeps the certificate current until `stopped`: renews it when due
+    /// (checked hourly), reloads it into the TLS server, and registers the
+    /// webhook again when the CA bundle changed (a renewed CA).
+    pub async fn keep_current(
+        self,
+        context: Arc<crate::reconcile::Context>,
+        endpoint: WebhookEndpoint,
+        certificate: Arc<palisade_host::server::tls::ReloadingCertificate>,
+        mut bundle: String,
+        mut stopped: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+                _ = stopped.changed() => return,
+            }
+            let now = match self.ensure(&context).await {
+                Ok(now) => now,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew the admission certificate");
+                    continue;
+                }
+            };
+            if let Err(e) = certificate.reload_if_changed() {
+                tracing::warn!(error = %e, "cannot reload the admission certificate");
+            }
+            if now != bundle {
+                match register(&context.client, &endpoint, now.as_bytes()).await {
+                    Ok(()) => bundle = now,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot register the admission webhook with the renewed CA")
+                    }
+                }
+            }
         }
-        Ok(())
-    };
-    // The key first: a reload never pairs a new certificate with an old key
-    // for longer than one check.
-    write("tls.key", &serving.key_pem)?;
-    write("tls.crt", &serving.cert_pem)?;
-    Ok(ca.bundle_pem)
+    }
+}
+
+/// Writes `text` to `path` unless it is there already: the TLS server
+/// reloads on a new modification time.
+fn write_if_changed(path: &std::path::Path, text: &str) -> Result<(), crate::reconcile::Error> {
+    if std::fs::read_to_string(path).ok().as_deref() == Some(text) {
+        return Ok(());
+    }
+    path.parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(path, text))
+        .map_err(|e| {
+            crate::reconcile::Error::Certificate(crate::certs::CertError::Io(format!(
+                "{}: {e}",
+                path.display()
+            )))
+        })
 }

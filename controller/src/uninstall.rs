@@ -10,12 +10,13 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::admission::WEBHOOK_NAME;
 use crate::crd::PolicyServer;
+use crate::reconcile::{delete_if_present, Error};
 use crate::webhook::POLICY_LABEL;
 
 /// What to remove.
@@ -40,7 +41,7 @@ pub struct Removed {
 /// Stops the controller, deletes every webhook configuration Palisade
 /// registered (the policies' and the controller's own), then the named
 /// PolicyServers, whose finalizer nobody would run any more.
-pub async fn uninstall(client: &Client, plan: &Uninstall) -> Result<Removed, kube::Error> {
+pub async fn uninstall(client: &Client, plan: &Uninstall) -> Result<Removed, Error> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &plan.namespace);
     if deployments.get_opt(&plan.deployment).await?.is_some() {
         deployments
@@ -58,20 +59,17 @@ pub async fn uninstall(client: &Client, plan: &Uninstall) -> Result<Removed, kub
     let labelled = ListParams::default().labels(POLICY_LABEL);
     let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     for config in validating.list_metadata(&labelled).await?.items {
-        removed
-            .webhooks
-            .push(delete(&validating, &config.name_any()).await?);
+        delete_if_present(validating.clone(), &config.name_any()).await?;
+        removed.webhooks.push(config.name_any());
     }
     let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     for config in mutating.list_metadata(&labelled).await?.items {
-        removed
-            .webhooks
-            .push(delete(&mutating, &config.name_any()).await?);
+        delete_if_present(mutating.clone(), &config.name_any()).await?;
+        removed.webhooks.push(config.name_any());
     }
     if validating.get_opt(WEBHOOK_NAME).await?.is_some() {
-        removed
-            .webhooks
-            .push(delete(&validating, WEBHOOK_NAME).await?);
+        delete_if_present(validating, WEBHOOK_NAME).await?;
+        removed.webhooks.push(WEBHOOK_NAME.to_owned());
     }
     for name in &removed.webhooks {
         tracing::info!(webhook = %name, "webhook configuration deleted");
@@ -89,21 +87,11 @@ pub async fn uninstall(client: &Client, plan: &Uninstall) -> Result<Removed, kub
                 &Patch::Merge(json!({"metadata": {"finalizers": null}})),
             )
             .await?;
-        removed.policy_servers.push(delete(&servers, name).await?);
+        delete_if_present(servers.clone(), name).await?;
+        removed.policy_servers.push(name.clone());
         tracing::info!(policy_server = %name, "PolicyServer deleted");
     }
     Ok(removed)
-}
-
-async fn delete<K>(api: &Api<K>, name: &str) -> Result<String, kube::Error>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(name.to_owned()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(name.to_owned()),
-        Err(e) => Err(e),
-    }
 }
 
 /// Waits (up to two minutes) until the Deployment has no pod left.

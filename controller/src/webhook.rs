@@ -26,6 +26,17 @@ pub enum WebhookEndpoint {
 }
 
 impl WebhookEndpoint {
+    /// Out of cluster under `url` when one is given, else the Services of
+    /// the engine's `namespace`.
+    pub fn new(url: Option<String>, namespace: &str) -> Self {
+        match url {
+            Some(base) => Self::Url { base },
+            None => Self::Service {
+                namespace: namespace.to_owned(),
+            },
+        }
+    }
+
     /// The out-of-cluster base URL of one policy-server.
     pub fn base_url(&self, policy_server: &str) -> Option<String> {
         match self {

@@ -53,16 +53,16 @@ fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
 }
 
 /// `(apiGroup, resource, verb)` of every rule.
-fn grants(role: &Value) -> BTreeSet<(String, String, String)> {
+fn grants(role: &Value) -> BTreeSet<(&str, &str, &str)> {
     let mut out = BTreeSet::new();
     for rule in role["rules"].as_sequence().unwrap() {
         for group in rule["apiGroups"].as_sequence().unwrap() {
             for resource in rule["resources"].as_sequence().unwrap() {
                 for verb in rule["verbs"].as_sequence().unwrap() {
                     out.insert((
-                        group.as_str().unwrap().to_owned(),
-                        resource.as_str().unwrap().to_owned(),
-                        verb.as_str().unwrap().to_owned(),
+                        group.as_str().unwrap(),
+                        resource.as_str().unwrap(),
+                        verb.as_str().unwrap(),
                     ));
                 }
             }
@@ -89,15 +89,14 @@ fn the_controller_gets_exactly_the_permissions_it_uses() {
     let cluster = grants(find(&objects, "ClusterRole", "palisade-controller"));
     let namespaced = grants(find(&objects, "Role", "palisade-controller"));
     // Nothing of the namespace-bound kinds is granted cluster-wide.
-    for (_, resource, _) in &cluster {
+    for &(_, resource, _) in &cluster {
         assert!(
-            !["secrets", "configmaps", "deployments", "services", "leases"]
-                .contains(&resource.as_str()),
+            !["secrets", "configmaps", "deployments", "services", "leases"].contains(&resource),
             "{resource} granted cluster-wide"
         );
     }
     // No wildcard anywhere.
-    for (group, resource, verb) in cluster.iter().chain(&namespaced) {
+    for &(group, resource, verb) in cluster.iter().chain(&namespaced) {
         assert!(
             group != "*" && resource != "*" && verb != "*",
             "wildcard grant {group}/{resource}/{verb}"
@@ -128,11 +127,6 @@ fn the_controller_gets_exactly_the_permissions_it_uses() {
         ),
         ("events.k8s.io", "events", "create"),
     ] {
-        let needed = (
-            needed.0.to_owned(),
-            needed.1.to_owned(),
-            needed.2.to_owned(),
-        );
         assert!(cluster.contains(&needed), "missing {needed:?}");
     }
     for needed in [
@@ -141,19 +135,14 @@ fn the_controller_gets_exactly_the_permissions_it_uses() {
         ("policy", "poddisruptionbudgets", "delete"),
         ("coordination.k8s.io", "leases", "update"),
     ] {
-        let needed = (
-            needed.0.to_owned(),
-            needed.1.to_owned(),
-            needed.2.to_owned(),
-        );
         assert!(namespaced.contains(&needed), "missing {needed:?}");
     }
     // Policies cannot be created or deleted by the controller.
-    assert!(
-        !cluster.iter().any(|(g, r, v)| g == "policies.kubewarden.io"
+    assert!(!cluster
+        .iter()
+        .any(|&(g, r, v)| g == "policies.kubewarden.io"
             && r == "clusteradmissionpolicies"
-            && (v == "create" || v == "delete"))
-    );
+            && (v == "create" || v == "delete")));
 }
 
 #[test]
@@ -242,9 +231,9 @@ fn uninstall_removes_webhooks_first_and_crds_stay() {
         "-10"
     );
     assert!(grants(role).contains(&(
-        "admissionregistration.k8s.io".to_owned(),
-        "validatingwebhookconfigurations".to_owned(),
-        "delete".to_owned()
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        "delete"
     )));
     // Report CRDs are templates, kept on uninstall; the policy CRDs are in
     // crds/, which Helm never deletes.

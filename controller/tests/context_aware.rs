@@ -14,8 +14,6 @@ use palisade_testkit as common;
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, PostParams};
 use palisade_host::KubernetesAccess;
 use serde_json::json;
 
@@ -39,16 +37,8 @@ fn review(namespace: &str) -> Vec<u8> {
 async fn policies_read_the_cluster_only_for_the_resources_they_declared() {
     let server = common::ApiServer::start().await;
     let client = server.client();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
     for (name, labels) in [("labelled", json!({"team": "a"})), ("bare", json!({}))] {
-        namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        common::create_namespace(&client, name, labels).await;
     }
 
     let module = common::policy_path("namespace-labels");

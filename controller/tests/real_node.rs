@@ -366,14 +366,7 @@ impl World {
             ),
             ("unlabelled", json!({"context-check": "yes"})),
         ] {
-            Api::<k8s_openapi::api::core::v1::Namespace>::all(self.client.clone())
-                .create(
-                    &PostParams::default(),
-                    &serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
+            common::create_namespace(&self.client, name, labels).await;
         }
         let validating: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
         common::eventually(180, "the context-aware policy's webhook", || async {

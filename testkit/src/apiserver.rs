@@ -358,16 +358,21 @@ spec:
 
 /// Creates the namespaces `names`.
 pub async fn create_namespaces(client: &kube::Client, names: &[&str]) {
+    for name in names {
+        create_namespace(client, name, serde_json::json!({})).await;
+    }
+}
+
+/// Creates the namespace `name` with `labels` (a JSON object).
+pub async fn create_namespace(client: &kube::Client, name: &str, labels: serde_json::Value) {
     use k8s_openapi::api::core::v1::Namespace;
     use kube::api::{Api, PostParams};
-    let api: Api<Namespace> = Api::all(client.clone());
-    for name in names {
-        let namespace: Namespace =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-        api.create(&PostParams::default(), &namespace)
-            .await
-            .unwrap();
-    }
+    let namespace: Namespace =
+        from_json(serde_json::json!({"metadata": {"name": name, "labels": labels}}));
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {

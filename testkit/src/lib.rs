@@ -25,8 +25,8 @@ pub mod server;
 pub mod wait;
 
 pub use apiserver::{
-    create_namespaces, create_yaml, install_crds, kubewarden_privileged_pods_manifest,
-    lease_holder, mark_pods_ready, ApiServer,
+    create_namespace, create_namespaces, create_yaml, install_crds,
+    kubewarden_privileged_pods_manifest, lease_holder, mark_pods_ready, ApiServer,
 };
 pub use paths::{fixture_path, policy_path, tool_bin};
 pub use policies::{fixture, load, load_default, loader};

@@ -83,7 +83,7 @@ impl Node {
     }
 
     /// A value `scripts/node.sh` recorded (`KUBECONFIG`, `NODE_IP`,
-    /// `NODE_REGISTRY`, `NODE_REGISTRY_FROM_HOST`, `CONTAINERD_ADDRESS`).
+    /// `NODE_REGISTRY`, `NODE_REGISTRY_FROM_HOST`).
     pub fn get(&self, key: &str) -> &str {
         self.env
             .get(key)
@@ -130,10 +130,8 @@ impl Node {
                 continue;
             };
             run(
-                Command::new("ctr")
-                    .args(["--address", self.get("CONTAINERD_ADDRESS")])
-                    .args(["-n", "k8s.io", "images", "import", tar]),
-                "ctr images import",
+                Command::new(script("node.sh")).args(["import", tar]),
+                "scripts/node.sh import",
             );
             let pushed = reference.replacen(
                 "localhost/",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use palisade_controller::admission;
+use palisade_controller::admission::{self, OwnCertificate};
 use palisade_controller::leader::{run_as_leader, Ended};
 use palisade_controller::reconcile::{run, Context};
 use palisade_controller::settings::SettingsChecker;
@@ -135,43 +135,6 @@ async fn remove(args: Args) -> ExitCode {
     }
 }
 
-/// Keeps the self-issued admission certificate current: renews it when due,
-/// reloads it into the TLS server, and registers the webhook again when the
-/// CA bundle changed (a renewed CA).
-async fn renew_own_certificate(
-    context: Arc<Context>,
-    secret: String,
-    endpoint: WebhookEndpoint,
-    dir: PathBuf,
-    certificate: Arc<ReloadingCertificate>,
-    mut bundle: Vec<u8>,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-            _ = stopped.changed() => return,
-        }
-        let host = endpoint.url_host("");
-        match admission::own_certificate(&context, &secret, host.as_deref(), &dir).await {
-            Ok(now) => {
-                if let Err(e) = certificate.reload_if_changed() {
-                    tracing::warn!(error = %e, "cannot reload the admission certificate");
-                }
-                if now.as_bytes() != bundle.as_slice() {
-                    match admission::register(&context.client, &endpoint, now.as_bytes()).await {
-                        Ok(()) => bundle = now.into_bytes(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot register the admission webhook with the renewed CA")
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot renew the admission certificate"),
-        }
-    }
-}
-
 /// SIGTERM (what the kubelet sends) or SIGINT.
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -208,12 +171,7 @@ async fn start(args: Args) -> anyhow::Result<ExitCode> {
         uninstall_policy_server: _,
     } = args;
     let client = kube::Client::try_default().await?;
-    let endpoint = match webhook_url {
-        Some(base) => WebhookEndpoint::Url { base },
-        None => WebhookEndpoint::Service {
-            namespace: namespace.clone(),
-        },
-    };
+    let endpoint = WebhookEndpoint::new(webhook_url, &namespace);
     // Beside the module store, not in it.
     let own_dir = store_dir
         .parent()
@@ -244,27 +202,18 @@ async fn start(args: Args) -> anyhow::Result<ExitCode> {
     tracing::info!(%metrics_addr, "metrics served");
 
     // Every replica answers admission reviews; only the leader reconciles.
-    let admission_endpoint = match &admission_url {
-        Some(base) => WebhookEndpoint::Url { base: base.clone() },
-        None => WebhookEndpoint::Service {
-            namespace: namespace.clone(),
-        },
-    };
-    let admission_tls = match (admission_cert, admission_key, &admission_certificate_secret) {
+    let admission_endpoint = WebhookEndpoint::new(admission_url, &namespace);
+    let own = admission_certificate_secret.map(|secret| OwnCertificate {
+        secret,
+        url_host: admission_endpoint.url_host(""),
+        dir: own_dir,
+    });
+    let admission_tls = match (admission_cert, admission_key, &own) {
         (Some(cert), Some(key), _) => {
-            let bundle = std::fs::read(&cert)?;
+            let bundle = std::fs::read_to_string(&cert)?;
             Some((cert, key, bundle))
         }
-        (_, _, Some(secret)) => {
-            let host = admission_endpoint.url_host("");
-            let bundle =
-                admission::own_certificate(&context, secret, host.as_deref(), &own_dir).await?;
-            Some((
-                own_dir.join("tls.crt"),
-                own_dir.join("tls.key"),
-                bundle.into_bytes(),
-            ))
-        }
+        (_, _, Some(own)) => Some((own.cert_path(), own.key_path(), own.ensure(&context).await?)),
         _ => None,
     };
     if let Some((cert, key, bundle)) = admission_tls {
@@ -283,14 +232,12 @@ async fn start(args: Args) -> anyhow::Result<ExitCode> {
             stopped.clone(),
             Duration::from_secs(10),
         )));
-        admission::register(&client, &admission_endpoint, &bundle).await?;
+        admission::register(&client, &admission_endpoint, bundle.as_bytes()).await?;
         tracing::info!(%admission_addr, "admission webhook for policy resources registered");
-        if let Some(secret) = admission_certificate_secret {
-            servers.push(tokio::spawn(renew_own_certificate(
+        if let Some(own) = own {
+            servers.push(tokio::spawn(own.keep_current(
                 context.clone(),
-                secret,
                 admission_endpoint,
-                own_dir,
                 certificate,
                 bundle,
                 stopped.clone(),

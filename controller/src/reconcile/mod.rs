@@ -145,7 +145,8 @@ fn counted(
     result
 }
 
-async fn delete_if_present<K>(api: Api<K>, name: &str) -> Result<(), Error>
+/// Deletes `name`; one that is already gone is no error.
+pub(crate) async fn delete_if_present<K>(api: Api<K>, name: &str) -> Result<(), Error>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {

@@ -223,7 +223,6 @@ async fn start_with(
     let listener = bind(options.addr).await?;
     let addr = local_addr(&listener, options.addr)?;
     let handler_state = state.clone();
-    let running_state = state.clone();
     tasks.push(tokio::spawn(serve(
         listener,
         acceptor,
@@ -240,7 +239,7 @@ async fn start_with(
             fetcher,
             loader,
         },
-        state,
+        state.clone(),
         certificate,
         policies_text,
         reload.clone(),
@@ -252,7 +251,7 @@ async fn start_with(
         shutdown,
         reload,
         tasks,
-        state: running_state,
+        state,
     })
 }
 
