@@ -7,13 +7,14 @@ CACHE_HOME ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)
 export CARGO_TARGET_DIR ?= $(CACHE_HOME)/palisade/target
 export PALISADE_POLICY_DIR ?= $(CARGO_TARGET_DIR)/policies
 export PALISADE_BIN_DIR ?= $(CACHE_HOME)/palisade/bin
-export FIXTURES ?= $(abspath ../shared/fixtures/admission)
+export FIXTURES ?= $(abspath fixtures/admission)
 
 .PHONY: demo serve test go-tools node-tools images cluster-up cluster-down crds lint policies bench bench-server bench-audit clean-policies
 
 ## demo: build the sample policies and evaluate every fixture with them
 demo: policies
-	cargo run --release -q -p palisade-host --example evaluate-fixtures -- "$(PALISADE_POLICY_DIR)" "$(FIXTURES)"
+	@echo "==> evaluating every fixture in $(FIXTURES) with every sample policy"
+	cargo run --release -p palisade-host --example evaluate-fixtures -- "$(PALISADE_POLICY_DIR)" "$(FIXTURES)"
 
 ## serve: the policy-server on 127.0.0.1:3000 with the sample policies (Ctrl-C stops it)
 serve: policies

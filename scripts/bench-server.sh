@@ -10,7 +10,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 : "${CARGO_TARGET_DIR:=$root/target}"
 : "${PALISADE_POLICY_DIR:=$CARGO_TARGET_DIR/policies}"
-: "${FIXTURES:=$root/../shared/fixtures/admission}"
+: "${FIXTURES:=$root/fixtures/admission}"
 duration=${BENCH_DURATION:-5}
 policy=${BENCH_POLICY:-pod-privileged}
 export CARGO_TARGET_DIR

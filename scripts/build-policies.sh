@@ -12,15 +12,15 @@ export CARGO_TARGET_DIR
 "$root/scripts/ensure-tools.sh"
 
 policies=(pod-privileged required-labels allowed-registries default-security-context namespace-labels)
-test_only=(endless-loop unbounded-alloc dns-lookup)
+test_only=(endless-loop unbounded-alloc dns-lookup panics)
 
 packages=()
 for p in "${policies[@]}" "${test_only[@]}"; do packages+=(-p "$p"); done
 echo "==> cargo component build --release ${packages[*]}"
 cargo component build --release "${packages[@]}"
 
-echo "==> building the palisade CLI to annotate them"
-cargo build --release -q -p palisade-host --bin palisade
+echo "==> building the palisade CLI to annotate them (a few minutes the first time)"
+cargo build --release -p palisade-host --bin palisade
 palisade="$CARGO_TARGET_DIR/release/palisade"
 
 out="$CARGO_TARGET_DIR/policies"

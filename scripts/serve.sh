@@ -23,5 +23,5 @@ default-security-context:
   allowedToMutate: true
 YAML
 echo "==> policies.yml:"; cat "$work/policies.yml"
-echo "==> try: curl -s -XPOST --data-binary @../shared/fixtures/admission/pod-create-privileged.json localhost:3000/validate/pod-privileged"
+echo "==> try: curl -s -XPOST --data-binary @fixtures/admission/pod-create-privileged.json localhost:3000/validate/pod-privileged"
 "$CARGO_TARGET_DIR/release/policy-server" --addr 127.0.0.1 --policies "$work/policies.yml" --policies-download-dir "$work"

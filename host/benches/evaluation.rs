@@ -20,8 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let policy_dir = std::env::var_os("PALISADE_POLICY_DIR")
         .map(PathBuf::from)
         .ok_or("PALISADE_POLICY_DIR is not set: run `make bench`")?;
-    let fixtures =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/admission");
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/admission");
     let cache = tempfile::tempdir()?;
     let loader = PolicyLoader::with_cache(
         PolicyEngine::new(EngineConfig::default())?,

@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
+
 use palisade_host::{EngineConfig, PolicyConfig, PolicyEngine, PolicyLoader, PolicyRequest};
 
 /// The embedded default configuration: policy file and settings.
@@ -19,16 +21,37 @@ const POLICIES: &[(&str, &str)] = &[
     ("default-security-context", "{}"),
 ];
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match evaluate_all() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn evaluate_all() -> anyhow::Result<()> {
     let mut args = std::env::args_os().skip(1).map(PathBuf::from);
     let (Some(policy_dir), Some(fixture_dir)) = (args.next(), args.next()) else {
         anyhow::bail!("usage: evaluate-fixtures <policy dir> <fixture dir>");
     };
     let loader = PolicyLoader::new(PolicyEngine::new(EngineConfig::default())?);
-    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&fixture_dir)?
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&fixture_dir)
+        .with_context(|| {
+            format!(
+                "cannot read the fixtures directory {} (set FIXTURES=<directory of AdmissionReview JSON files>)",
+                fixture_dir.display()
+            )
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
+    anyhow::ensure!(
+        !fixtures.is_empty(),
+        "no AdmissionReview fixtures (*.json) in {}",
+        fixture_dir.display()
+    );
     fixtures.sort();
     for (name, settings) in POLICIES {
         let policy = loader.load_file(
@@ -38,7 +61,10 @@ fn main() -> anyhow::Result<()> {
         policy.validate_settings(settings)?;
         println!("\n{name}  settings={settings}");
         for path in &fixtures {
-            let request = PolicyRequest::from_review_json(&std::fs::read(path)?)?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let request = PolicyRequest::from_review_json(&bytes)
+                .with_context(|| format!("{} is not an AdmissionReview", path.display()))?;
             let fixture = path
                 .file_name()
                 .map(|f| f.to_string_lossy())

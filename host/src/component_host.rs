@@ -9,12 +9,15 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::HostError;
 use crate::capabilities::{not_available, CapabilityCall, PolicyContext};
+use crate::guest_output::StderrTail;
 use crate::limits::MemoryLimiter;
 
 /// Per-evaluation state: created with the store, dropped with it, so nothing
 /// a policy does survives its evaluation.
 pub(crate) struct HostState {
     wasi: WasiCtx,
+    /// What the guest wrote to stderr: explains its traps.
+    stderr: StderrTail,
     table: ResourceTable,
     limiter: MemoryLimiter,
     context: Arc<PolicyContext>,
@@ -23,14 +26,22 @@ pub(crate) struct HostState {
 impl HostState {
     pub(crate) fn new(context: Arc<PolicyContext>, memory_cap: usize) -> Self {
         // No arguments, no environment, no preopened directories, no sockets,
-        // standard streams discarded: WASI is there only because std needs it.
-        let wasi = WasiCtxBuilder::new().build();
+        // stdin and stdout empty, the end of stderr kept to explain traps:
+        // WASI is there only because std needs it.
+        let stderr = StderrTail::default();
+        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
         Self {
             wasi,
+            stderr,
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(memory_cap),
             context,
         }
+    }
+
+    /// What the guest wrote to stderr.
+    pub(crate) fn stderr(&self) -> &StderrTail {
+        &self.stderr
     }
 
     /// The policy being evaluated.

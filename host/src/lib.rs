@@ -29,6 +29,7 @@ mod core_module;
 mod engine;
 mod error;
 pub mod fetch;
+mod guest_output;
 mod limits;
 pub mod logs;
 pub mod metadata;

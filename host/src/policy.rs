@@ -16,6 +16,7 @@ use crate::component_host::HostState;
 use crate::core_module::{AbiViolation, CoreRuntime, EvalEnv};
 use crate::engine::PolicyEngine;
 use crate::error::{EvalError, LoadError, SettingsError};
+use crate::guest_output::StderrTail;
 use crate::limits::{MemoryCapExceeded, PolicyLimits};
 use crate::metadata::{read_metadata, ContextAwareResource, ExecutionMode, PolicyMetadata};
 use crate::request::PolicyRequest;
@@ -384,7 +385,7 @@ impl LoadedPolicy {
                 let (mut store, policy) = self.instantiate(pre)?;
                 let response = policy
                     .call_validate(&mut store, &request.wit, settings)
-                    .map_err(|e| classify(e, self.limits))?;
+                    .map_err(|e| classify(e, self.limits, store.data().stderr()))?;
                 Verdict::from_wit(response).map_err(EvalError::InvalidResponse)
             }
             Runtime::Core(core) => {
@@ -403,7 +404,7 @@ impl LoadedPolicy {
                 let (mut store, policy) = self.instantiate(pre)?;
                 policy
                     .call_validate_settings(&mut store, settings)
-                    .map_err(|e| classify(e, self.limits))?
+                    .map_err(|e| classify(e, self.limits, store.data().stderr()))?
                     .map_err(SettingsError::Rejected)
             }
             Runtime::Core(core) => core.validate_settings(&self.env(), settings),
@@ -436,13 +437,20 @@ impl LoadedPolicy {
         let mut store = self.engine.store(state, self.limits.timeout);
         let policy = pre
             .instantiate(&mut store)
-            .map_err(|e| classify(e, self.limits))?;
+            .map_err(|e| classify(e, self.limits, store.data().stderr()))?;
         Ok((store, policy))
     }
 }
 
-/// Turns a wasmtime error into an [`EvalError`] by its type, never by its text.
-pub(crate) fn classify(error: wasmtime::Error, limits: PolicyLimits) -> EvalError {
+/// Turns a wasmtime error into an [`EvalError`] by its type, never by its
+/// text. A trap is explained by what the guest last wrote to stderr (a
+/// panic message) or by its code, on one line: the wasm backtrace goes to
+/// the debug log, not to the API server's user.
+pub(crate) fn classify(
+    error: wasmtime::Error,
+    limits: PolicyLimits,
+    stderr: &StderrTail,
+) -> EvalError {
     if let Some(cap) = error.downcast_ref::<MemoryCapExceeded>() {
         return EvalError::MemoryExhausted {
             limit_bytes: cap.cap,
@@ -453,16 +461,20 @@ pub(crate) fn classify(error: wasmtime::Error, limits: PolicyLimits) -> EvalErro
             Trap::Interrupt => EvalError::Timeout {
                 deadline: limits.timeout,
             },
-            code => EvalError::Trap {
-                code: Some(*code),
-                message: format!("{error:#}"),
-            },
+            code => {
+                tracing::debug!(error = format!("{error:#}"), "policy trapped");
+                EvalError::Trap {
+                    code: Some(*code),
+                    message: stderr.explanation().unwrap_or_else(|| code.to_string()),
+                }
+            }
         };
     }
-    if error.downcast_ref::<AbiViolation>().is_some() {
+    if let Some(violation) = error.downcast_ref::<AbiViolation>() {
+        tracing::debug!(error = format!("{error:#}"), "policy broke the waPC ABI");
         return EvalError::Trap {
             code: None,
-            message: format!("{error:#}"),
+            message: violation.to_string(),
         };
     }
     if error

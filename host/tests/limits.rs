@@ -119,3 +119,20 @@ fn instances_are_fresh_for_every_evaluation() {
         assert!(policy.validate(&good, "{}").unwrap().accepted);
     }
 }
+
+#[test]
+fn a_panic_is_answered_with_its_message_on_one_line() {
+    let policy = load_default("panics");
+    let err = policy
+        .validate(&fixture("pod-create-unprivileged.json"), "{}")
+        .unwrap_err();
+    let EvalError::Trap { message, .. } = &err else {
+        panic!("not a trap: {err:?}");
+    };
+    assert!(message.starts_with("panicked at "), "{message}");
+    assert!(message.contains("src/lib.rs"), "{message}");
+    assert!(message.contains("index out of bounds"), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+    assert!(!message.contains("backtrace"), "{message}");
+    println!("{err}");
+}

@@ -30,14 +30,12 @@ pub fn policy_path(name: &str) -> PathBuf {
     )
 }
 
-/// A fixture AdmissionReview (`FIXTURES`, default the shared fixtures next
-/// to the repository).
+/// A fixture AdmissionReview (`FIXTURES`, default the repository's
+/// `fixtures/admission`).
 pub fn fixture_path(name: &str) -> PathBuf {
     let dir = std::env::var_os("FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/admission")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/admission"));
     existing(dir.join(name), "set FIXTURES to the fixtures directory")
 }
 

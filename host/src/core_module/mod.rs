@@ -125,7 +125,8 @@ pub(crate) struct EvalEnv<'a> {
 }
 
 impl EvalEnv<'_> {
-    pub(super) fn store(&self, wasi: wasmtime_wasi::p1::WasiP1Ctx) -> Store<CoreState> {
+    /// A store for one evaluation; `wasi` gets the stderr the host keeps.
+    pub(super) fn store(&self, wasi: &mut wasmtime_wasi::WasiCtxBuilder) -> Store<CoreState> {
         let state = CoreState::new(
             self.context.clone(),
             self.limits.effective_memory_bytes(),
@@ -134,8 +135,8 @@ impl EvalEnv<'_> {
         self.engine.store(state, self.limits.timeout)
     }
 
-    pub(super) fn classify(&self, error: wasmtime::Error) -> EvalError {
-        crate::policy::classify(error, self.limits)
+    pub(super) fn classify(&self, error: wasmtime::Error, store: &Store<CoreState>) -> EvalError {
+        crate::policy::classify(error, self.limits, &store.data().stderr)
     }
 }
 

@@ -15,6 +15,7 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 use super::EvalEnv;
 use crate::capabilities::{self, PolicyContext};
 use crate::error::EvalError;
+use crate::guest_output::StderrTail;
 use crate::limits::MemoryLimiter;
 
 /// Raised by a host import when the guest breaks the ABI; it traps the call.
@@ -25,6 +26,8 @@ pub(crate) struct AbiViolation(pub String);
 /// The data of one core-module evaluation.
 pub(crate) struct CoreState {
     pub wasi: WasiP1Ctx,
+    /// What the guest wrote to stderr: explains its traps.
+    pub stderr: StderrTail,
     limiter: MemoryLimiter,
     pub context: Arc<PolicyContext>,
     pub exchange: Exchange,
@@ -48,9 +51,15 @@ pub(crate) struct Exchange {
 }
 
 impl CoreState {
-    pub(crate) fn new(context: Arc<PolicyContext>, memory_cap: usize, wasi: WasiP1Ctx) -> Self {
+    pub(crate) fn new(
+        context: Arc<PolicyContext>,
+        memory_cap: usize,
+        wasi: &mut WasiCtxBuilder,
+    ) -> Self {
+        let stderr = StderrTail::default();
         Self {
-            wasi,
+            wasi: wasi.stderr(stderr.clone()).build_p1(),
+            stderr,
             limiter: MemoryLimiter::new(memory_cap),
             context,
             exchange: Exchange::default(),
@@ -226,15 +235,17 @@ pub(super) fn guest_call(
     let payload_len = i32::try_from(payload.len())
         .map_err(|_| EvalError::InvalidRequest("the payload exceeds 2 GiB".into()))?;
     let operation_len = i32::try_from(operation.len()).unwrap_or(i32::MAX);
-    let mut store = env.store(WasiCtxBuilder::new().build_p1());
-    let instance = pre.instantiate(&mut store).map_err(|e| env.classify(e))?;
+    let mut store = env.store(&mut WasiCtxBuilder::new());
+    let instance = pre
+        .instantiate(&mut store)
+        .map_err(|e| env.classify(e, &store))?;
     // Reactors initialise their runtime in `_initialize`; waPC guests
     // register their functions in `wapc_init` (or `_start`).
     for init in ["_initialize", "_start", "wapc_init"] {
         if let Ok(f) = instance.get_typed_func::<(), ()>(&mut store, init) {
             if let Err(e) = f.call(&mut store, ()) {
                 if e.downcast_ref::<I32Exit>().map(|x| x.0) != Some(0) {
-                    return Err(env.classify(e));
+                    return Err(env.classify(e, &store));
                 }
             }
         }
@@ -246,7 +257,7 @@ pub(super) fn guest_call(
     store.data_mut().exchange.payload = payload;
     let ok = call
         .call(&mut store, (operation_len, payload_len))
-        .map_err(|e| env.classify(e))?;
+        .map_err(|e| env.classify(e, &store))?;
     let exchange = &mut store.data_mut().exchange;
     if ok == 1 {
         Ok(exchange.response.take().unwrap_or_default())

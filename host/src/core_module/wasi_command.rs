@@ -21,15 +21,15 @@ pub(super) fn run(
     input: Vec<u8>,
 ) -> Result<Vec<u8>, EvalError> {
     let stdout = MemoryOutputPipe::new(MAX_WASI_OUTPUT);
-    let stderr = MemoryOutputPipe::new(64 << 10);
-    let wasi = WasiCtxBuilder::new()
-        .args(&["policy.wasm", command])
-        .stdin(MemoryInputPipe::new(input))
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .build_p1();
-    let mut store = env.store(wasi);
-    let instance = pre.instantiate(&mut store).map_err(|e| env.classify(e))?;
+    let mut store = env.store(
+        WasiCtxBuilder::new()
+            .args(&["policy.wasm", command])
+            .stdin(MemoryInputPipe::new(input))
+            .stdout(stdout.clone()),
+    );
+    let instance = pre
+        .instantiate(&mut store)
+        .map_err(|e| env.classify(e, &store))?;
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")
         .map_err(|e| EvalError::Runtime(format!("a WASI policy must export `_start`: {e:#}")))?;
@@ -39,10 +39,10 @@ pub(super) fn run(
             Some(I32Exit(code)) => {
                 return Err(EvalError::PolicyError(format!(
                     "{command} exited with status {code}: {}",
-                    String::from_utf8_lossy(&stderr.contents())
+                    store.data().stderr.text().trim()
                 )))
             }
-            None => return Err(env.classify(e)),
+            None => return Err(env.classify(e, &store)),
         }
     }
     Ok(stdout.contents().to_vec())
