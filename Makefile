@@ -9,16 +9,20 @@ export PALISADE_POLICY_DIR ?= $(CARGO_TARGET_DIR)/policies
 export PALISADE_BIN_DIR ?= $(CACHE_HOME)/palisade/bin
 export FIXTURES ?= $(abspath fixtures/admission)
 
-.PHONY: demo serve test go-tools node-tools images cluster-up cluster-down crds lint policies bench bench-server bench-audit clean-policies
+.PHONY: demo serve install test go-tools node-tools images cluster-up cluster-down crds lint policies bench bench-server bench-audit clean-policies
 
 ## demo: build the sample policies and evaluate every fixture with them
 demo: policies
 	@echo "==> evaluating every fixture in $(FIXTURES) with every sample policy"
 	cargo run --release -p palisade-host --example evaluate-fixtures -- "$(PALISADE_POLICY_DIR)" "$(FIXTURES)"
 
-## serve: the policy-server on 127.0.0.1:3000 with the sample policies (Ctrl-C stops it)
+## serve: the policy-server on 127.0.0.1:3000 with the sample policies, or POLICIES=policies.yml (Ctrl-C stops it)
 serve: policies
 	scripts/serve.sh
+
+## install: the palisade CLI and the policy-server into ~/.cargo/bin (cargo install)
+install:
+	cargo install --locked --path host --bins
 
 ## test: formatting, lints, sample policies built for wasm, then every test (one of them on a
 ## real node: see cluster-up)

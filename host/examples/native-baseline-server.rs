@@ -82,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         max_body_bytes: 3 << 20,
         watch_interval: Duration::from_secs(3600),
         shutdown_grace: Duration::from_secs(5),
+        kubewarden_metrics: false,
     };
     let server = start_with_set(options, set).await?;
     tokio::signal::ctrl_c().await?;

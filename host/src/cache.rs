@@ -38,9 +38,9 @@ impl CompileCache {
     /// Uses (and creates when missing) `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, LoadError> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|source| LoadError::Cache {
+        std::fs::create_dir_all(&dir).map_err(|error| LoadError::Cache {
             path: dir.clone(),
-            source,
+            error,
         })?;
         Ok(Self { dir })
     }

@@ -15,11 +15,12 @@ pub enum LoadError {
     #[error("wasm engine: {0}")]
     Engine(String),
     /// The module file could not be read.
-    #[error("cannot read policy module {path}: {source}")]
+    #[error("cannot read policy module {path}: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// Displayed in the message, not chained as a source: `{:#}`
+        /// would print it twice.
+        error: std::io::Error,
     },
     /// The bytes do not start with the WebAssembly magic number.
     #[error(
@@ -53,11 +54,12 @@ pub enum LoadError {
     #[error("policy {policy} does not implement the palisade:policy world: {reason}")]
     WrongWorld { policy: String, reason: String },
     /// The precompiled-artifact cache could not be used.
-    #[error("precompiled cache at {path}: {source}")]
+    #[error("precompiled cache at {path}: {error}")]
     Cache {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// Displayed in the message, not chained as a source: `{:#}`
+        /// would print it twice.
+        error: std::io::Error,
     },
 }
 

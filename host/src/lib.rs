@@ -35,6 +35,7 @@ pub mod logs;
 pub mod metadata;
 mod policy;
 mod request;
+pub mod scaffold;
 pub mod server;
 mod verdict;
 

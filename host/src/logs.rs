@@ -14,13 +14,13 @@ pub enum LogFormat {
 }
 
 /// Sends logs to standard error, filtered by `filter` (`info`,
-/// `palisade_host=debug`...). Colours only on a terminal: a pod's log, a
-/// file or a pipe gets plain text. A second call does nothing.
-pub fn init(filter: &str, format: LogFormat) {
+/// `palisade_host=debug`...). Colours only on a terminal and when `colour`:
+/// a pod's log, a file or a pipe gets plain text. A second call does nothing.
+pub fn init(filter: &str, format: LogFormat, colour: bool) {
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colour && std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

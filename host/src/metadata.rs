@@ -90,6 +90,97 @@ pub enum PolicyType {
     Raw,
 }
 
+/// The fields of a metadata file, as Kubewarden defines them.
+const METADATA_FIELDS: &[&str] = &[
+    "protocolVersion",
+    "rules",
+    "annotations",
+    "mutating",
+    "backgroundAudit",
+    "contextAwareResources",
+    "executionMode",
+    "policyType",
+    "hostCapabilities",
+    "minimumKubewardenVersion",
+];
+const RULE_FIELDS: &[&str] = &["apiGroups", "apiVersions", "resources", "operations"];
+const OPERATIONS: &[&str] = &["CREATE", "UPDATE", "DELETE", "CONNECT", "*"];
+
+impl PolicyMetadata {
+    /// Parses a metadata file written by a policy's author (YAML or JSON),
+    /// as strictly as Kubewarden does: unknown fields are refused (a typo
+    /// such as `rule:` would otherwise silently give a policy no rules),
+    /// `rules` and `mutating` are required, a Kubernetes policy has at least
+    /// one rule, every list of a rule is non-empty and operations are
+    /// `CREATE`, `UPDATE`, `DELETE`, `CONNECT` or `*`.
+    ///
+    /// Metadata read from a module is not checked this way: modules built
+    /// by other tools may carry fields this version does not know.
+    pub fn from_author_text(text: &str) -> Result<Self, String> {
+        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        let Some(fields) = value.as_mapping() else {
+            return Err(
+                "the metadata must be a mapping (rules:, mutating:, annotations:...)".into(),
+            );
+        };
+        check_fields(fields, METADATA_FIELDS, "")?;
+        for required in ["rules", "mutating"] {
+            if !fields.contains_key(required) {
+                return Err(format!("missing field `{required}`"));
+            }
+        }
+        if let Some(rules) = fields.get("rules").and_then(|r| r.as_sequence()) {
+            for (i, rule) in rules.iter().enumerate() {
+                if let Some(rule) = rule.as_mapping() {
+                    check_fields(rule, RULE_FIELDS, &format!("rules[{i}]."))?;
+                }
+            }
+        }
+        let metadata: Self = serde_yaml::from_value(value).map_err(|e| e.to_string())?;
+        if metadata.policy_type == PolicyType::Kubernetes && metadata.rules.is_empty() {
+            return Err("`rules` is empty: a Kubernetes policy needs at least one rule".into());
+        }
+        for (i, rule) in metadata.rules.iter().enumerate() {
+            for (name, list) in [
+                ("apiGroups", &rule.api_groups),
+                ("apiVersions", &rule.api_versions),
+                ("resources", &rule.resources),
+                ("operations", &rule.operations),
+            ] {
+                if list.is_empty() {
+                    return Err(format!("rules[{i}].{name} is empty"));
+                }
+            }
+            if let Some(bad) = rule
+                .operations
+                .iter()
+                .find(|o| !OPERATIONS.contains(&o.as_str()))
+            {
+                return Err(format!(
+                    "rules[{i}].operations: `{bad}` is not an operation (use {})",
+                    OPERATIONS.join(", ")
+                ));
+            }
+        }
+        Ok(metadata)
+    }
+}
+
+fn check_fields(fields: &serde_yaml::Mapping, known: &[&str], prefix: &str) -> Result<(), String> {
+    for key in fields.keys() {
+        let key = key.as_str().unwrap_or_default();
+        if !known.contains(&key) {
+            let hint = known
+                .iter()
+                .find(|k| k.starts_with(key) || key.starts_with(*k))
+                .map(|k| format!("; did you mean `{prefix}{k}`?"))
+                .unwrap_or_else(|| format!(" (known: {})", known.join(", ")));
+            return Err(format!("unknown field `{prefix}{key}`{hint}"));
+        }
+    }
+    Ok(())
+}
+
 /// Reading or writing the metadata failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
@@ -144,6 +235,12 @@ struct MetadataSection<'a> {
 }
 
 fn top_level_metadata_sections(wasm: &[u8]) -> Result<Vec<MetadataSection<'_>>, MetadataError> {
+    // wasmparser's own message for this dumps both headers as byte arrays.
+    if !wasm.starts_with(b"\0asm") {
+        return Err(MetadataError::Wasm(
+            "not a WebAssembly module (it does not start with the `\\0asm` magic bytes)".into(),
+        ));
+    }
     let mut found = Vec::new();
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(wasm) {
@@ -202,6 +299,39 @@ fn decode_leb_u32(bytes: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn author_metadata_is_checked_like_kubewarden_checks_it() {
+        let good = "rules:\n  - apiGroups: [apps]\n    apiVersions: [v1]\n    resources: [deployments]\n    operations: [CREATE, UPDATE]\nmutating: false\n";
+        let parsed = PolicyMetadata::from_author_text(good).unwrap();
+        assert_eq!(parsed.rules.len(), 1);
+        assert!(parsed.background_audit);
+
+        let error = |text: &str| PolicyMetadata::from_author_text(text).unwrap_err();
+        let typo = good.replace("rules:", "rule:");
+        assert_eq!(error(&typo), "unknown field `rule`; did you mean `rules`?");
+        let crate_op = good.replace("CREATE,", "CRATE,");
+        assert!(
+            error(&crate_op).contains("`CRATE` is not an operation"),
+            "{}",
+            error(&crate_op)
+        );
+        let rule_typo = good.replace("resources:", "resource:");
+        assert!(
+            error(&rule_typo).contains("`rules[0].resource`"),
+            "{}",
+            error(&rule_typo)
+        );
+        let no_mutating = good.replace("mutating: false\n", "");
+        assert_eq!(error(&no_mutating), "missing field `mutating`");
+        assert!(error("rules: []\nmutating: false\n").contains("at least one rule"));
+        let empty_list = good.replace("[deployments]", "[]");
+        assert_eq!(error(&empty_list), "rules[0].resources is empty");
+        assert!(
+            PolicyMetadata::from_author_text("rules: []\nmutating: false\npolicyType: raw\n")
+                .is_ok()
+        );
+    }
     use super::*;
 
     fn sample() -> PolicyMetadata {
@@ -257,6 +387,8 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(read_metadata(b"\0asm\x01\0\0\0\x00\xff").is_err());
-        assert!(read_metadata(b"not wasm at all").is_err());
+        let err = read_metadata(b"not wasm at all").unwrap_err().to_string();
+        assert!(err.contains("not a WebAssembly module"), "{err}");
+        assert!(!err.contains("0x"), "no byte dump: {err}");
     }
 }

@@ -150,9 +150,9 @@ impl PolicyLoader {
 
     /// Reads and loads a policy file.
     pub fn load_file(&self, path: &Path, config: PolicyConfig) -> Result<LoadedPolicy, LoadError> {
-        let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
+        let wasm = std::fs::read(path).map_err(|error| LoadError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         self.load(&wasm, &path.display().to_string(), config)
     }

@@ -180,7 +180,7 @@ fn annotate_writes_metadata_that_inspect_reads() {
     let metadata = dir.path().join("metadata.yml");
     std::fs::write(
         &metadata,
-        "rules: []\nmutating: true\nannotations:\n  io.kubewarden.policy.title: renamed\n",
+        "rules:\n  - apiGroups: [\"\"]\n    apiVersions: [v1]\n    resources: [pods]\n    operations: [CREATE]\nmutating: true\nannotations:\n  io.kubewarden.policy.title: renamed\n",
     )
     .unwrap();
     let out = dir.path().join("annotated.wasm");
@@ -243,10 +243,49 @@ fn push_pull_and_run_by_reference() {
         "--store-dir",
         &store,
     ]);
+    // The pushed reference, pinned to its manifest: pasteable into a policy.
+    let pinned = pushed.rsplit(' ').next().unwrap().trim();
     assert!(
-        pushed.contains("/v2/policies/pod-privileged/manifests/sha256:"),
+        pinned.starts_with(&format!(
+            "{}/policies/pod-privileged@sha256:",
+            registry.host
+        )),
         "{pushed}"
     );
+    let inspected = ok_stdout(&[
+        "inspect",
+        &format!("registry://{pinned}"),
+        "--sources-path",
+        &sources,
+        "--store-dir",
+        &store,
+    ]);
+    assert!(
+        inspected.contains("io.kubewarden.policy.title: pod-privileged"),
+        "{inspected}"
+    );
+    // A module without metadata is refused unless forced, as kwctl does.
+    let bare = failure_stderr(&[
+        "push",
+        &path(policy_path("dns-lookup")),
+        &format!("{}/policies/bare:v1", registry.host),
+        "--sources",
+        &sources,
+    ]);
+    assert!(
+        bare.contains("has no metadata") && bare.contains("--force"),
+        "{bare}"
+    );
+    ok_stdout(&[
+        "push",
+        "--force",
+        &path(policy_path("dns-lookup")),
+        &format!("{}/policies/bare:v1", registry.host),
+        "--sources",
+        &sources,
+        "--store-dir",
+        &store,
+    ]);
     let pulled = ok_stdout(&[
         "pull",
         &reference,
@@ -269,7 +308,134 @@ fn push_pull_and_run_by_reference() {
     assert!(out.contains("\"allowed\": false"), "{out}");
     let err = failure_stderr(&["pull", &reference, "--store-dir", &store]);
     assert!(
-        err.contains("TLS failure"),
+        err.contains("speaks plain HTTP") && err.contains("insecure_sources"),
         "plain HTTP registry without insecure_sources: {err}"
     );
+    assert!(err.contains(&registry.host), "{err}");
+    assert!(!err.contains("InvalidContentType"), "{err}");
+}
+
+#[test]
+fn kwctl_spellings_and_request_shapes() {
+    let policy = path(policy_path("required-labels"));
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("settings.yml");
+    std::fs::write(&settings, "labels: [run]\n").unwrap();
+    let review: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixture_path("pod-create-missing-labels.json")).unwrap(),
+    )
+    .unwrap();
+    // A bare AdmissionRequest, as kwctl and Kubewarden policies' test data
+    // have it, in JSON and in YAML.
+    let bare = dir.path().join("request.json");
+    std::fs::write(&bare, review["request"].to_string()).unwrap();
+    let yaml = dir.path().join("review.yaml");
+    std::fs::write(&yaml, serde_yaml::to_string(&review).unwrap()).unwrap();
+    for request in [bare, yaml] {
+        for settings_args in [
+            vec!["--settings-json", r#"{"labels": ["run"]}"#],
+            vec!["--settings-path", settings.to_str().unwrap()],
+        ] {
+            let mut args = vec!["run", &policy, "--request-path"];
+            let request = path(request.clone());
+            args.push(&request);
+            args.extend(settings_args);
+            let out = ok_stdout(&args);
+            assert!(out.contains("missing label `run`"), "{args:?}: {out}");
+        }
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["run", &path(policy_path("pod-privileged")), "-r", "-"])
+        .env("PALISADE_CACHE_DIR", dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        &std::fs::read(fixture_path("pod-create-privileged.json")).unwrap(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"allowed\": false"));
+}
+
+#[test]
+fn mistakes_get_errors_that_say_what_is_wrong() {
+    let labels = path(policy_path("required-labels"));
+    let request = path(fixture_path("pod-delete.json"));
+    // A settings file name with a typo is not inline YAML.
+    let err = failure_stderr(&["run", &labels, "-r", &request, "-s", "./setings.yml"]);
+    assert!(
+        err.contains("settings file ./setings.yml does not exist"),
+        "{err}"
+    );
+    let err = failure_stderr(&[
+        "run",
+        &labels,
+        "-r",
+        &request,
+        "--settings-path",
+        "/nonexistent.yml",
+    ]);
+    assert!(
+        err.contains("cannot read settings file /nonexistent.yml"),
+        "{err}"
+    );
+    // The OS error is said once.
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+    let err = failure_stderr(&[
+        "run",
+        &labels,
+        "-r",
+        &request,
+        "--settings-json",
+        "labels: [a]",
+    ]);
+    assert!(err.contains("--settings-json is not JSON"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_request = dir.path().join("pod.json");
+    std::fs::write(&not_a_request, r#"{"apiVersion": "v1", "kind": "Pod"}"#).unwrap();
+    let err = failure_stderr(&["run", &labels, "-r", &path(not_a_request)]);
+    assert!(
+        err.contains("neither an AdmissionReview") && err.contains("nor an AdmissionRequest"),
+        "{err}"
+    );
+
+    // A panicking policy: its message, on one line.
+    let err = failure_stderr(&["run", &path(policy_path("panics")), "-r", &request]);
+    assert!(
+        err.contains("policy trapped: panicked at") && err.contains("index out of bounds"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // Metadata is checked as kwctl checks it.
+    let metadata = dir.path().join("metadata.yml");
+    let out = path(dir.path().join("out.wasm"));
+    for (text, expected) in [
+        (
+            "rule:\n  - apiGroups: [\"\"]\n    apiVersions: [v1]\n    resources: [pods]\n    operations: [CREATE]\nmutating: false\n",
+            "unknown field `rule`; did you mean `rules`?",
+        ),
+        (
+            "rules:\n  - apiGroups: [\"\"]\n    apiVersions: [v1]\n    resources: [pods]\n    operations: [CRATE]\nmutating: false\n",
+            "`CRATE` is not an operation",
+        ),
+    ] {
+        std::fs::write(&metadata, text).unwrap();
+        let err = failure_stderr(&[
+            "annotate",
+            &labels,
+            "--metadata-path",
+            &path(metadata.clone()),
+            "--output-path",
+            &out,
+        ]);
+        assert!(err.contains(expected), "{err}");
+    }
+    let err = failure_stderr(&["bench", &labels, "-r", &request, "--iterations", "0"]);
+    assert!(err.contains("--iterations"), "{err}");
 }

@@ -70,9 +70,13 @@ async fn push_then_pull_by_tag_and_by_digest_and_run() {
     let store = tempfile::tempdir().unwrap();
     let f = fetcher(store.path(), &registry.sources_yaml(), None);
     let tag = format!("registry://{}/policies/pod-privileged:v1", registry.host);
-    let manifest_url = f.push(&module(), &tag).await.unwrap();
-    let manifest_digest = manifest_url.rsplit('/').next().unwrap().to_owned();
-    assert!(manifest_digest.starts_with("sha256:"), "{manifest_url}");
+    let pinned = f.push(&module(), &tag).await.unwrap();
+    let (repository, manifest_digest) = pinned.split_once('@').unwrap();
+    assert_eq!(
+        repository,
+        format!("{}/policies/pod-privileged", registry.host)
+    );
+    assert!(manifest_digest.starts_with("sha256:"), "{pinned}");
 
     let by_tag = f.fetch(&tag).await.unwrap();
     assert_eq!(
@@ -174,15 +178,10 @@ async fn digest_pinned_modules_survive_the_registry_going_away_and_damage_is_rep
     let store = tempfile::tempdir().unwrap();
     let sources = registry.sources_yaml();
     let f = fetcher(store.path(), &sources, None);
-    let url = f
+    let pinned = f
         .push(&module(), &format!("{}/policies/pinned:v1", registry.host))
         .await
         .unwrap();
-    let pinned = format!(
-        "{}/policies/pinned@{}",
-        registry.host,
-        url.rsplit('/').next().unwrap()
-    );
     let first = f.fetch(&pinned).await.unwrap();
     let host = registry.host.clone();
     let dir = registry.stop();
@@ -384,17 +383,14 @@ async fn policy_server_starts_from_the_registry_and_restarts_without_it() {
     let work = tempfile::tempdir().unwrap();
     let sources = registry.sources_yaml();
     let f = fetcher(&work.path().join("push-store"), &sources, None);
-    let url = f
-        .push(
+    let pinned = format!(
+        "registry://{}",
+        f.push(
             &module(),
             &format!("registry://{}/policies/pod-privileged:v1", registry.host),
         )
         .await
-        .unwrap();
-    let pinned = format!(
-        "registry://{}/policies/pod-privileged@{}",
-        registry.host,
-        url.rsplit('/').next().unwrap()
+        .unwrap()
     );
     let yaml = format!(
         "pinned:\n  module: {pinned}\nmonitor:\n  module: {pinned}\n  policyMode: monitor\n"

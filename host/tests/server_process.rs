@@ -117,7 +117,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_and_json_logs_carry_the_request() {
-    let mut p = spawn(SLOW, &[]).await;
+    let mut p = spawn(SLOW, &[("KUBEWARDEN_ENABLE_METRICS", "true")]).await;
     let c = client(&p.ca.pem());
     let (_, body) = post_fixture(
         &c,
@@ -140,6 +140,18 @@ async fn sighup_reloads_and_json_logs_carry_the_request() {
     );
     let metrics = common::server::get_text(format!("{}/metrics", p.probe)).await;
     assert!(metrics.contains(r#"policy_name="privileged""#));
+    // Kubewarden's names and labels, for dashboards built for it.
+    assert!(
+        metrics.contains(r#"kubewarden_policy_evaluations_total{policy_name="privileged",policy_mode="protect",resource_kind="Pod",resource_request_operation="CREATE",accepted="false",mutated="false",request_origin="validate",resource_namespace="default",error_code="400"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kubewarden_policy_evaluation_latency_milliseconds_bucket"),
+        "{metrics}"
+    );
+    // Bucket bounds as typed, not float noise.
+    assert!(metrics.contains(r#"le="0.0025""#), "{metrics}");
+    assert!(!metrics.contains("00000000"), "{metrics}");
     signal(&p.child, "TERM");
     let output = tokio::task::spawn_blocking(move || {
         p.child.wait().unwrap();
@@ -160,4 +172,58 @@ async fn sighup_reloads_and_json_logs_carry_the_request() {
     assert!(evaluated["latency_us"].as_u64().is_some());
     assert!(output.contains("SIGHUP: reloading policies"), "{output}");
     assert!(output.contains("new policy set serving"), "{output}");
+}
+
+#[test]
+fn kubewarden_flags_help_and_startup_errors() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_policy-server"))
+            .args(args)
+            .env_remove("KUBEWARDEN_VERIFICATION_CONFIG_PATH")
+            .output()
+            .unwrap()
+    };
+    let help = run(&["--help"]);
+    let help = String::from_utf8(help.stdout).unwrap();
+    assert!(help.starts_with("Palisade's admission webhook"), "{help}");
+    for line in help.lines() {
+        assert!(line.chars().count() <= 80, "wider than 80 columns: {line}");
+    }
+    for flag in [
+        "--enable-metrics",
+        "--log-no-color",
+        "--ignore-kubernetes-connection-failure",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+
+    // Signature verification is asked for but not available: no start.
+    let out = run(&["--verification-path", "/etc/verification.yml"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("refusing to start"), "{err}");
+
+    // A missing policies file: said once, the OS error once.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("policies.yml");
+    let out = run(&[
+        "--addr",
+        "127.0.0.1",
+        "--port",
+        &free_port().to_string(),
+        "--readiness-probe-port",
+        &free_port().to_string(),
+        "--enable-metrics",
+        "--log-no-color",
+        "--policies",
+        missing.to_str().unwrap(),
+        "--policies-download-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    let failures: Vec<&str> = err.lines().filter(|l| l.contains("cannot read")).collect();
+    assert_eq!(failures.len(), 1, "{err}");
+    assert_eq!(failures[0].matches("os error 2").count(), 1, "{err}");
+    assert!(!err.contains('\u{1b}'), "no colour codes: {err}");
 }

@@ -52,6 +52,7 @@ pub fn options(dir: &Path, policies: PathBuf) -> ServerOptions {
         max_body_bytes: 3 << 20,
         watch_interval: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(10),
+        kubewarden_metrics: false,
     }
 }
 

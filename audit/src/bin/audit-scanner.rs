@@ -8,7 +8,7 @@ use palisade_audit::options::Args;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    palisade_host::logs::init(&args.log_level, args.log_format);
+    palisade_host::logs::init(&args.log_level, args.log_format, true);
     match run(&args).await {
         Ok(code) => code,
         Err(e) => {

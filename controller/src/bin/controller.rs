@@ -96,7 +96,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    palisade_host::logs::init(&args.log_level, args.log_format);
+    palisade_host::logs::init(&args.log_level, args.log_format, true);
     if args.uninstall {
         return remove(args).await;
     }

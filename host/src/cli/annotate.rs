@@ -13,10 +13,10 @@ pub(super) struct AnnotateArgs {
     /// The built policy.
     policy: PathBuf,
     /// Metadata file (YAML or JSON, Kubewarden's `metadata.yml` shape).
-    #[arg(long, short)]
+    #[arg(long, short, visible_alias = "metadata-path")]
     metadata: PathBuf,
     /// Where to write the annotated policy (may be the input itself).
-    #[arg(long, short)]
+    #[arg(long, short, visible_alias = "output-path")]
     output: PathBuf,
 }
 
@@ -24,8 +24,8 @@ pub(super) fn annotate(args: &AnnotateArgs) -> anyhow::Result<()> {
     let wasm = read_file(&args.policy, "policy")?;
     let text = std::fs::read_to_string(&args.metadata)
         .with_context(|| format!("cannot read metadata {}", args.metadata.display()))?;
-    let metadata: PolicyMetadata = serde_yaml::from_str(&text)
-        .with_context(|| format!("invalid metadata in {}", args.metadata.display()))?;
+    let metadata = PolicyMetadata::from_author_text(&text)
+        .map_err(|e| anyhow::anyhow!("invalid metadata in {}: {e}", args.metadata.display()))?;
     let annotated = write_metadata(&wasm, &metadata)?;
     std::fs::write(&args.output, annotated)
         .with_context(|| format!("cannot write {}", args.output.display()))?;

@@ -5,34 +5,32 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::{read_file, PolicyArgs};
-use crate::PolicyRequest;
+use super::{read_request, PolicyArgs};
 
 #[derive(Debug, Args)]
 pub(super) struct BenchArgs {
     #[command(flatten)]
     policy: PolicyArgs,
-    /// The AdmissionReview JSON file.
-    #[arg(long, short)]
+    /// The AdmissionReview or AdmissionRequest (JSON or YAML; `-` for stdin).
+    #[arg(long, short, visible_alias = "request-path")]
     request: PathBuf,
     /// Measured evaluations.
-    #[arg(long, default_value_t = 10_000)]
-    iterations: usize,
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    iterations: u64,
     /// Evaluations before measuring.
     #[arg(long, default_value_t = 500)]
     warmup: usize,
 }
 
 pub(super) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
-    let body = read_file(&args.request, "request")?;
-    let request = PolicyRequest::from_review_json(&body)?;
+    let request = read_request(&args.request)?;
     let (policy, settings) = args.policy.load()?;
     let verdict = policy.validate(&request, &settings)?;
     for _ in 0..args.warmup {
         policy.validate(&request, &settings)?;
     }
-    let mut samples = Vec::with_capacity(args.iterations);
-    for _ in 0..args.iterations.max(1) {
+    let mut samples = Vec::with_capacity(usize::try_from(args.iterations).unwrap_or_default());
+    for _ in 0..args.iterations {
         let start = Instant::now();
         policy.validate(&request, &settings)?;
         samples.push(start.elapsed());

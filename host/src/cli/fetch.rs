@@ -15,11 +15,11 @@ pub(super) struct FetchArgs {
     #[arg(long, env = "PALISADE_STORE_DIR")]
     store_dir: Option<PathBuf>,
     /// Kubewarden `sources.yml` (insecure sources, certificate authorities).
-    #[arg(long)]
+    #[arg(long, visible_alias = "sources-path")]
     sources: Option<PathBuf>,
     /// Docker `config.json` with registry credentials (default:
     /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json` when present).
-    #[arg(long)]
+    #[arg(long, visible_alias = "docker-config-json-path")]
     docker_config: Option<PathBuf>,
     /// Largest module accepted, in MiB.
     #[arg(long, default_value_t = 64)]
@@ -117,16 +117,31 @@ pub(super) struct PushArgs {
     policy: PathBuf,
     /// Where to push it (`registry://host/repo:tag` or `host/repo:tag`).
     reference: String,
+    /// Push a module without metadata (it cannot declare its rules).
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     fetch: FetchArgs,
 }
 
 pub(super) fn push(args: &PushArgs) -> anyhow::Result<()> {
     let wasm = read_file(&args.policy, "policy")?;
+    if !args.force
+        && crate::metadata::read_metadata(&wasm)
+            .ok()
+            .flatten()
+            .is_none()
+    {
+        anyhow::bail!(
+            "{} has no metadata: annotate it first (`palisade annotate {} --metadata metadata.yml -o <file>`), or pass --force",
+            args.policy.display(),
+            args.policy.display()
+        );
+    }
     let fetcher = args.fetch.fetcher()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let url = runtime.block_on(fetcher.push(&wasm, &args.reference))?;
-    super::print(&format!("pushed {} to {url}", args.policy.display()))
+    let pinned = runtime.block_on(fetcher.push(&wasm, &args.reference))?;
+    super::print(&format!("pushed {}: {pinned}", args.policy.display()))
 }

@@ -1,7 +1,5 @@
 //! `palisade inspect`: what a policy is and what it can reach, without running it.
 
-use std::path::PathBuf;
-
 use anyhow::bail;
 use clap::Args;
 use serde::Serialize;
@@ -13,11 +11,13 @@ use crate::{module_digest, ModuleKind};
 
 #[derive(Debug, Args)]
 pub(super) struct InspectArgs {
-    /// The policy module.
-    policy: PathBuf,
+    /// The policy: a `.wasm` file or a reference (`registry://...`, `https://...`).
+    policy: String,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    fetch: super::fetch::FetchArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -33,8 +33,9 @@ struct Report {
 }
 
 pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
-    let wasm = read_file(&args.policy, "policy")?;
-    let report = report(&wasm, &args.policy.display().to_string())?;
+    let path = args.fetch.resolve(&args.policy)?;
+    let wasm = read_file(&path, "policy")?;
+    let report = report(&wasm, &args.policy)?;
     if args.json {
         return super::print(&serde_json::to_string_pretty(&report)?);
     }

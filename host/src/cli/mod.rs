@@ -5,7 +5,9 @@ mod annotate;
 mod bench;
 mod fetch;
 mod inspect;
+mod new;
 mod run;
+mod scaffold;
 
 pub use bench::Percentiles;
 
@@ -23,7 +25,7 @@ use crate::{
 
 /// Palisade's command line for policy authors.
 #[derive(Debug, Parser)]
-#[command(name = "palisade", version, about)]
+#[command(name = "palisade", version, about, max_term_width = 80)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,6 +48,11 @@ enum Command {
     Pull(fetch::PullArgs),
     /// Pushes a policy to an OCI registry with Kubewarden's media types.
     Push(fetch::PushArgs),
+    /// Creates a policy project: an example policy with tests, metadata,
+    /// settings and a request to run it on.
+    New(new::NewArgs),
+    /// Generates files for a policy (`manifest`: its policy resource).
+    Scaffold(scaffold::ScaffoldArgs),
 }
 
 /// How to load the policy: shared by the commands that evaluate.
@@ -53,9 +60,15 @@ enum Command {
 struct PolicyArgs {
     /// The policy: a `.wasm` file or a reference (`registry://...`, `https://...`).
     policy: String,
-    /// Settings: inline JSON, or a JSON/YAML file.
-    #[arg(long, short)]
+    /// Settings: a JSON/YAML file, or inline JSON/YAML.
+    #[arg(long, short, conflicts_with_all = ["settings_json", "settings_path"])]
     settings: Option<String>,
+    /// Settings as inline JSON (kwctl's spelling).
+    #[arg(long, conflicts_with = "settings_path")]
+    settings_json: Option<String>,
+    /// Settings from a JSON or YAML file (kwctl's spelling).
+    #[arg(long)]
+    settings_path: Option<PathBuf>,
     /// Host capabilities to grant, as in `hostCapabilities` (`net/*`, `*`).
     #[arg(long = "allow", value_name = "PATTERN")]
     allow: Vec<String>,
@@ -77,6 +90,8 @@ impl PolicyArgs {
         let Self {
             policy,
             settings,
+            settings_json,
+            settings_path,
             allow,
             timeout_ms,
             memory_mib,
@@ -84,7 +99,13 @@ impl PolicyArgs {
             fetch,
         } = self;
         let policy = fetch.resolve(policy)?;
-        let settings = read_settings(settings.as_deref())?;
+        let settings = match (settings, settings_json, settings_path) {
+            (_, Some(json), _) => serde_json::from_str::<serde_json::Value>(json)
+                .map_err(|e| anyhow::anyhow!("--settings-json is not JSON: {e}"))?
+                .to_string(),
+            (_, _, Some(path)) => settings_file(path)?,
+            (inline_or_path, None, None) => read_settings(inline_or_path.as_deref())?,
+        };
         let engine = PolicyEngine::new(EngineConfig::default())?;
         let loader = match cache_dir.clone().or_else(default_cache_dir) {
             Some(dir) => PolicyLoader::with_cache(engine, CompileCache::new(dir)?),
@@ -120,24 +141,73 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(cache_home()?.join("palisade").join("compiled"))
 }
 
-/// Settings given inline or as a file, normalised to JSON text.
+/// `--settings`: a file when one exists at that path, else inline JSON or
+/// YAML; normalised to JSON text. Inline settings are a mapping (or empty):
+/// a lone word is a file name that does not exist, and is said so.
 fn read_settings(arg: Option<&str>) -> anyhow::Result<String> {
     let Some(arg) = arg else {
         return Ok("{}".into());
     };
-    let trimmed = arg.trim_start();
-    let text = if trimmed.starts_with('{') || trimmed.starts_with('[') || !Path::new(arg).exists() {
-        arg.to_owned()
-    } else {
-        std::fs::read_to_string(arg).with_context(|| format!("cannot read settings file {arg}"))?
-    };
-    let value: serde_json::Value = match serde_json::from_str(&text) {
-        Ok(v) => v,
-        Err(json_err) => serde_yaml::from_str(&text).map_err(|_| {
-            anyhow::anyhow!("settings are neither JSON nor a readable YAML file: {json_err}")
-        })?,
-    };
+    if Path::new(arg).is_file() {
+        return settings_file(Path::new(arg));
+    }
+    let value = json_or_yaml(arg.as_bytes())
+        .map_err(|e| anyhow::anyhow!("settings are neither JSON nor YAML: {e}"))?;
+    if value.is_string() || value.is_number() || value.is_boolean() {
+        anyhow::bail!(
+            "settings file {arg} does not exist (inline settings are a JSON or YAML mapping)"
+        );
+    }
     Ok(value.to_string())
+}
+
+fn settings_file(path: &Path) -> anyhow::Result<String> {
+    let text = read_file(path, "settings file")?;
+    let value = json_or_yaml(&text)
+        .map_err(|e| anyhow::anyhow!("settings file {}: {e}", path.display()))?;
+    Ok(value.to_string())
+}
+
+/// Parses JSON, or YAML when it is not JSON; the JSON error when neither.
+fn json_or_yaml(text: &[u8]) -> anyhow::Result<serde_json::Value> {
+    match serde_json::from_slice(text) {
+        Ok(value) => Ok(value),
+        Err(json_err) => serde_yaml::from_slice(text).map_err(|_| anyhow::anyhow!("{json_err}")),
+    }
+}
+
+/// The request of `run` and `bench`: an AdmissionReview, or a bare
+/// AdmissionRequest as kwctl accepts, in JSON or YAML; `-` reads stdin.
+fn read_request(path: &Path) -> anyhow::Result<crate::PolicyRequest> {
+    let text = if path == Path::new("-") {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut text)
+            .context("cannot read the request from stdin")?;
+        text
+    } else {
+        read_file(path, "request")?
+    };
+    let name = path.display();
+    let value =
+        json_or_yaml(&text).with_context(|| format!("request {name} is neither JSON nor YAML"))?;
+    let review = match &value {
+        serde_json::Value::Object(fields) if fields.contains_key("request") => value,
+        serde_json::Value::Object(fields)
+            if fields.contains_key("uid") && fields.contains_key("operation") =>
+        {
+            serde_json::json!({
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": value,
+            })
+        }
+        _ => anyhow::bail!(
+            "request {name} is neither an AdmissionReview (it has no `request`) nor an AdmissionRequest (it has no `uid` and `operation`)"
+        ),
+    };
+    Ok(crate::PolicyRequest::from_review_json(
+        &serde_json::to_vec(&review)?,
+    )?)
 }
 
 /// Writes to stdout; a closed pipe (`palisade inspect x | head`) is not an error.
@@ -160,7 +230,7 @@ fn read_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
 /// Runs the CLI with the process arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::logs::init(&cli.log_level, crate::logs::LogFormat::Text);
+    crate::logs::init(&cli.log_level, crate::logs::LogFormat::Text, true);
     let result = match cli.command {
         Command::Run(args) => run::run(&args),
         Command::Inspect(args) => inspect::inspect(&args),
@@ -168,6 +238,8 @@ pub fn main() -> ExitCode {
         Command::Annotate(args) => annotate::annotate(&args),
         Command::Pull(args) => fetch::pull(&args),
         Command::Push(args) => fetch::push(&args),
+        Command::New(args) => new::new(&args),
+        Command::Scaffold(args) => scaffold::scaffold(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

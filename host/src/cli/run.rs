@@ -4,21 +4,19 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{read_file, PolicyArgs};
-use crate::PolicyRequest;
+use super::{read_request, PolicyArgs};
 
 #[derive(Debug, Args)]
 pub(super) struct RunArgs {
     #[command(flatten)]
     policy: PolicyArgs,
-    /// The AdmissionReview JSON file.
-    #[arg(long, short)]
+    /// The AdmissionReview or AdmissionRequest (JSON or YAML; `-` for stdin).
+    #[arg(long, short, visible_alias = "request-path")]
     request: PathBuf,
 }
 
 pub(super) fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let body = read_file(&args.request, "request")?;
-    let request = PolicyRequest::from_review_json(&body)?;
+    let request = read_request(&args.request)?;
     let (policy, settings) = args.policy.load()?;
     let verdict = policy.validate(&request, &settings)?;
     let review = verdict

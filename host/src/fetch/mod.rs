@@ -38,6 +38,8 @@ pub enum FetchError {
     Connect(String),
     #[error("{url}: TLS failure: {reason}")]
     Tls { url: String, reason: String },
+    #[error("{url}: the server speaks plain HTTP, not HTTPS; if that is intended, list `{host}` in insecure_sources (a sources.yml passed with --sources-path)")]
+    PlainHttpServer { url: String, host: String },
     #[error("{0}: unauthorized (401): the registry refused the credentials, or needs some; check the docker config file")]
     Unauthorized(String),
     #[error("{0}: forbidden (403): the credentials are valid but may not read this repository")]
@@ -237,7 +239,8 @@ impl Fetcher {
         result
     }
 
-    /// Pushes a policy to a registry reference; returns the manifest URL.
+    /// Pushes a policy to a registry reference; returns the reference pinned
+    /// to the pushed manifest's digest (`host/repo@sha256:...`).
     pub async fn push(&self, wasm: &[u8], reference: &str) -> Result<String, FetchError> {
         if !wasm.starts_with(b"\0asm") {
             return Err(FetchError::NotWasm {
@@ -358,6 +361,19 @@ fn host_port(url: &url::Url) -> String {
     }
 }
 
+/// The `host[:port]` of a URL or of a registry reference (`host/repo:tag`).
+fn host_of(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(url) if url.has_host() => host_port(&url),
+        _ => text
+            .trim_start_matches("registry://")
+            .split('/')
+            .next()
+            .unwrap_or(text)
+            .to_owned(),
+    }
+}
+
 /// Names the cause of a failed request by the types in its source chain:
 /// a rustls error is a TLS failure (its text names the certificate problem),
 /// a refused connection is a connection failure; a failed name lookup has
@@ -369,6 +385,16 @@ fn request_error(url: &str, error: &(dyn std::error::Error + 'static)) -> FetchE
     let mut pending: Vec<&(dyn std::error::Error + 'static)> = vec![error];
     while let Some(e) = pending.pop() {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            // A record that is not TLS at all: the server answered in HTTP.
+            if matches!(
+                tls,
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+            ) {
+                return FetchError::PlainHttpServer {
+                    url: url.to_owned(),
+                    host: host_of(url),
+                };
+            }
             return FetchError::Tls {
                 url: url.to_owned(),
                 reason: tls.to_string(),

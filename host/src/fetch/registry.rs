@@ -227,7 +227,13 @@ pub(super) async fn push(
     })?;
     let content_type =
         hyper::header::HeaderValue::from_static(oci_client::manifest::OCI_IMAGE_MEDIA_TYPE);
+    let manifest_digest = crate::module_digest(&body);
     oci.push_manifest_raw(&reference, body, content_type)
         .await
-        .map_err(|e| oci_error(name, e))
+        .map_err(|e| oci_error(name, e))?;
+    Ok(format!(
+        "{}/{}@sha256:{manifest_digest}",
+        reference.registry(),
+        reference.repository()
+    ))
 }

@@ -12,9 +12,15 @@ use super::{start, LoadOptions, ServerOptions, TlsFiles};
 use crate::fetch::FetcherOptions;
 use crate::logs::LogFormat;
 
-/// The policy-server: evaluates admission requests with WebAssembly policies.
+/// Palisade's admission webhook: serves the policies of a `policies.yml` to
+/// the Kubernetes API server over HTTPS, evaluating each request in a sandbox.
 #[derive(Debug, Parser)]
-#[command(name = "policy-server", version, about)]
+#[command(
+    name = "policy-server",
+    version,
+    next_line_help = true,
+    max_term_width = 80
+)]
 pub struct ServerArgs {
     /// Address to listen on.
     #[arg(
@@ -65,8 +71,28 @@ pub struct ServerArgs {
     /// Log format.
     #[arg(long = "log-fmt", env = "KUBEWARDEN_LOG_FMT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// No colours in text logs (they are already off when stderr is not a terminal).
+    #[arg(long, env = "KUBEWARDEN_LOG_NO_COLOR")]
+    pub log_no_color: bool,
+    /// Also serve evaluation metrics under Kubewarden's names and labels
+    /// (`kubewarden_policy_evaluations_total`...) on `/metrics`; Palisade's
+    /// own are always served.
+    #[arg(long, env = "KUBEWARDEN_ENABLE_METRICS")]
+    pub enable_metrics: bool,
+    /// Accepted for Kubewarden compatibility: without a reachable cluster the
+    /// server always starts, and context-aware calls answer "not available".
+    #[arg(long, env = "KUBEWARDEN_IGNORE_KUBERNETES_CONNECTION_FAILURE")]
+    pub ignore_kubernetes_connection_failure: bool,
+    /// Kubewarden's policy signature verification: not available in this
+    /// version, so the server refuses to start rather than load unverified policies.
+    #[arg(long, env = "KUBEWARDEN_VERIFICATION_CONFIG_PATH", hide = true)]
+    pub verification_path: Option<PathBuf>,
     /// Accept every request from this namespace without evaluation (the engine's own).
-    #[arg(long, env = "KUBEWARDEN_ALWAYS_ACCEPT_ADMISSION_REVIEWS_ON_NAMESPACE")]
+    #[arg(
+        long,
+        env = "KUBEWARDEN_ALWAYS_ACCEPT_ADMISSION_REVIEWS_ON_NAMESPACE",
+        value_name = "NAMESPACE"
+    )]
     pub always_accept_admission_reviews_on_namespace: Option<String>,
     /// Serve policies that fail to load (they reject with code 500) instead of exiting.
     #[arg(long, env = "KUBEWARDEN_CONTINUE_ON_ERRORS")]
@@ -109,6 +135,10 @@ impl ServerArgs {
             max_module_mib,
             log_level: _,
             log_format: _,
+            log_no_color: _,
+            enable_metrics,
+            ignore_kubernetes_connection_failure: _,
+            verification_path: _,
             always_accept_admission_reviews_on_namespace,
             continue_on_errors,
             max_request_bytes,
@@ -150,6 +180,7 @@ impl ServerArgs {
             max_body_bytes: *max_request_bytes,
             watch_interval: Duration::from_millis((*watch_interval_ms).max(10)),
             shutdown_grace: Duration::from_secs(*shutdown_grace_seconds),
+            kubewarden_metrics: *enable_metrics,
         })
     }
 }
@@ -157,7 +188,14 @@ impl ServerArgs {
 /// Runs the policy-server until SIGTERM or SIGINT; SIGHUP reloads the policies.
 pub fn main() -> ExitCode {
     let args = ServerArgs::parse();
-    crate::logs::init(&args.log_level, args.log_format);
+    crate::logs::init(&args.log_level, args.log_format, !args.log_no_color);
+    if let Some(path) = &args.verification_path {
+        eprintln!(
+            "error: --verification-path {}: policy signature verification is not available in this version; refusing to start rather than run policies unverified",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -179,8 +217,8 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(options, drain)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Logs go to stderr: one line says it.
             tracing::error!(error = %format!("{e:#}"), "policy-server failed");
-            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -122,11 +122,12 @@ pub struct PoliciesConfig {
 /// The configuration could not be read or parsed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// Displayed in the message, not chained as a source: `{:#}`
+        /// would print it twice.
+        error: std::io::Error,
     },
     #[error("{path} is not valid YAML: {reason}")]
     Yaml { path: String, reason: String },
@@ -151,9 +152,9 @@ fn empty_object() -> serde_json::Value {
 impl PoliciesConfig {
     /// Reads and parses a `policies.yml` file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::parse(&text, &path.display().to_string())
     }

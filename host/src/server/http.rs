@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 
-use super::metrics::{EvaluationLabels, Metrics};
+use super::metrics::{EvaluationLabels, KubewardenLabels, Metrics};
 use super::policies::{Endpoint, PolicySet};
 use crate::AdmissionResponse;
 use crate::PolicyRequest;
@@ -161,6 +161,30 @@ async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response<Bod
         error: outcome.error.unwrap_or_default().to_owned(),
     };
     state.metrics.record(&labels, elapsed);
+    if state.metrics.kubewarden_enabled() {
+        let EvaluationLabels {
+            policy_name,
+            policy_mode,
+            request_operation,
+            resource_kind,
+            accepted,
+            mutated,
+            request_origin,
+            error: _,
+        } = labels;
+        let kubewarden = KubewardenLabels {
+            policy_name,
+            policy_mode,
+            resource_kind,
+            resource_request_operation: request_operation,
+            accepted,
+            mutated,
+            request_origin,
+            resource_namespace: request.namespace().map(str::to_owned),
+            error_code: outcome.response.status.as_ref().map(|s| s.code),
+        };
+        state.metrics.record_kubewarden(&kubewarden, elapsed);
+    }
     tracing::info!(
         uid = %request.uid(),
         policy = %id,

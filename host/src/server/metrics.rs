@@ -1,11 +1,18 @@
 //! Prometheus metrics, served as text on the readiness port's `/metrics`.
+//!
+//! Palisade's own (`palisade_*`, latency in seconds) are always there.
+//! With `--enable-metrics` the same evaluations are also counted under
+//! Kubewarden's names and labels (`kubewarden_policy_evaluations_total`,
+//! `kubewarden_policy_evaluation_latency_milliseconds`), so dashboards built
+//! for Kubewarden work unchanged; Kubewarden pushes these through OTLP,
+//! here they are scraped like the rest.
 
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Labels of every evaluation metric.
@@ -24,51 +31,122 @@ pub struct EvaluationLabels {
     pub error: String,
 }
 
-type HistogramFamily = Family<EvaluationLabels, Histogram, fn() -> Histogram>;
+/// The labels Kubewarden's policy-server puts on its evaluation metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubewardenLabels {
+    pub policy_name: String,
+    pub policy_mode: String,
+    pub resource_kind: String,
+    pub resource_request_operation: String,
+    pub accepted: String,
+    pub mutated: String,
+    pub request_origin: String,
+    pub resource_namespace: Option<String>,
+    /// The rejection's status code, when it has one.
+    pub error_code: Option<u16>,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The server's metrics.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     evaluations: Family<EvaluationLabels, Counter>,
-    latency: HistogramFamily,
+    latency: HistogramFamily<EvaluationLabels>,
+    kubewarden: Option<KubewardenMetrics>,
 }
 
-fn latency_histogram() -> Histogram {
-    // 10 µs to about 5 s.
-    Histogram::new(exponential_buckets(0.000_01, 2.5, 15))
+#[derive(Debug)]
+struct KubewardenMetrics {
+    evaluations: Family<KubewardenLabels, Counter>,
+    latency: HistogramFamily<KubewardenLabels>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("palisade");
+/// Bucket bounds in seconds, written out so that the `le` labels read as
+/// typed (computed powers print as `0.006103515625000001`).
+const SECONDS_BUCKETS: [f64; 18] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+/// OpenTelemetry's default histogram bounds, which Kubewarden's millisecond
+/// histogram has.
+const MILLISECONDS_BUCKETS: [f64; 15] = [
+    0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0,
+    10000.0,
+];
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(SECONDS_BUCKETS)
+}
+
+fn milliseconds_histogram() -> Histogram {
+    Histogram::new(MILLISECONDS_BUCKETS)
+}
+
+impl Metrics {
+    /// Palisade's metrics, and Kubewarden's names as well when `kubewarden`.
+    pub fn new(kubewarden: bool) -> Self {
+        let mut registry = Registry::default();
         let evaluations = Family::<EvaluationLabels, Counter>::default();
-        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let latency: HistogramFamily<_> = Family::new_with_constructor(seconds_histogram);
         registry.register(
-            "policy_evaluations",
+            "palisade_policy_evaluations",
             "Policy evaluations",
             evaluations.clone(),
         );
         registry.register(
-            "policy_evaluation_latency_seconds",
+            "palisade_policy_evaluation_latency_seconds",
             "Time to evaluate one request, parsing and post-processing included",
             latency.clone(),
         );
+        let kubewarden = kubewarden.then(|| {
+            let metrics = KubewardenMetrics {
+                evaluations: Family::default(),
+                latency: Family::new_with_constructor(milliseconds_histogram),
+            };
+            registry.register(
+                "kubewarden_policy_evaluations",
+                "Policy evaluations (Kubewarden's name and labels)",
+                metrics.evaluations.clone(),
+            );
+            registry.register(
+                "kubewarden_policy_evaluation_latency_milliseconds",
+                "Policy evaluation latency in milliseconds (Kubewarden's name and labels)",
+                metrics.latency.clone(),
+            );
+            metrics
+        });
         Self {
             registry,
             evaluations,
             latency,
+            kubewarden,
         }
     }
-}
 
-impl Metrics {
+    /// Whether the Kubewarden-named metrics are kept.
+    pub fn kubewarden_enabled(&self) -> bool {
+        self.kubewarden.is_some()
+    }
+
     /// Records one evaluation.
     pub fn record(&self, labels: &EvaluationLabels, elapsed: Duration) {
         self.evaluations.get_or_create(labels).inc();
         self.latency
             .get_or_create(labels)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one evaluation under Kubewarden's names (when enabled).
+    pub fn record_kubewarden(&self, labels: &KubewardenLabels, elapsed: Duration) {
+        if let Some(kubewarden) = &self.kubewarden {
+            kubewarden.evaluations.get_or_create(labels).inc();
+            kubewarden
+                .latency
+                .get_or_create(labels)
+                .observe(elapsed.as_millis() as f64);
+        }
     }
 
     /// The OpenMetrics text exposition.

@@ -71,6 +71,8 @@ pub struct ServerOptions {
     pub watch_interval: Duration,
     /// How long in-flight requests may take to finish after a shutdown request.
     pub shutdown_grace: Duration,
+    /// Also count evaluations under Kubewarden's metric names and labels.
+    pub kubewarden_metrics: bool,
 }
 
 /// Why the server could not start.
@@ -167,7 +169,7 @@ async fn start_with(
     };
     let state = Arc::new(AppState {
         policies: ArcSwap::from_pointee(PolicySet::default()),
-        metrics: Metrics::default(),
+        metrics: Metrics::new(options.kubewarden_metrics),
         workers: Semaphore::new(options.workers.max(1)),
         max_body_bytes: options.max_body_bytes,
         always_accept_namespace: options.always_accept_namespace.clone(),
@@ -277,9 +279,9 @@ async fn load_set(
     let path = options.policies_file.clone();
     let text = tokio::fs::read_to_string(&path)
         .await
-        .map_err(|source| ConfigError::Read {
+        .map_err(|error| ConfigError::Read {
             path: path.clone(),
-            source,
+            error,
         })?;
     let config = PoliciesConfig::parse(&text, &path.display().to_string())?;
     Ok((
