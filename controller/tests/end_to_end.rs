@@ -552,6 +552,42 @@ impl World {
             .is_some());
     }
 
+    /// A manifest written by `palisade scaffold manifest` from a policy's
+    /// metadata applies as it is and becomes active; then it is removed.
+    async fn a_scaffolded_manifest_becomes_active(&self) {
+        use palisade_host::scaffold::{manifest, ManifestInput, ManifestKind};
+        let wasm = std::fs::read(common::policy_path("pod-privileged")).unwrap();
+        let metadata = palisade_host::metadata::read_metadata(&wasm)
+            .unwrap()
+            .unwrap();
+        let module = file_module("pod-privileged");
+        let resource = manifest(
+            &ManifestInput {
+                kind: ManifestKind::ClusterAdmissionPolicy,
+                name: "Scaffolded_Policy",
+                namespace: None,
+                module: &module,
+                settings: json!({}),
+                policy_server: "default",
+            },
+            &metadata,
+        );
+        apply_yaml(&self.client, &serde_yaml::to_string(&resource).unwrap()).await;
+        let status =
+            wait_for_phase(&self.caps, "scaffolded-policy", PolicyStatusPhase::Active).await;
+        assert_eq!(condition(&status, "PolicyActive").status, "True");
+        self.served("clusterwide-scaffolded-policy").await;
+        let stored = self.caps.get("scaffolded-policy").await.unwrap();
+        assert_eq!(
+            stored.metadata.annotations.unwrap()["io.kubewarden.policy.severity"],
+            "high"
+        );
+        self.caps
+            .delete("scaffolded-policy", &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+
     /// The mutation is on the stored object; the monitor policy admitted
     /// the unlabelled pod and counted it.
     async fn mutations_are_stored_and_monitor_mode_counts(&self) {
@@ -866,6 +902,7 @@ async fn policy_servers_and_policies_are_reconciled_and_enforced_by_the_api_serv
         .await
         .unwrap();
     world.every_kind_becomes_active().await;
+    world.a_scaffolded_manifest_becomes_active().await;
     world.mutations_are_stored_and_monitor_mode_counts().await;
     world.a_garbled_configuration_is_written_again().await;
     world.invalid_settings_stay_pending().await;

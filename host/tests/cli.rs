@@ -436,6 +436,9 @@ fn mistakes_get_errors_that_say_what_is_wrong() {
         ]);
         assert!(err.contains(expected), "{err}");
     }
+    let store = path(dir.path().join("store"));
+    let err = failure_stderr(&["pull", "127.0.0.1:9/Policies/x:v1", "--store-dir", &store]);
+    assert!(err.contains("repository names are lowercase"), "{err}");
     let err = failure_stderr(&["bench", &labels, "-r", &request, "--iterations", "0"]);
     assert!(err.contains("--iterations"), "{err}");
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::Args;
 
 use super::read_file;
@@ -98,7 +99,12 @@ pub(super) fn pull(args: &PullArgs) -> anyhow::Result<()> {
         .build()?;
     let module = runtime.block_on(fetcher.fetch(&args.reference))?;
     if let Some(output) = &args.output {
-        std::fs::copy(&module.path, output)?;
+        std::fs::copy(&module.path, output)
+            .with_context(|| format!("cannot write {}", output.display()))?;
+        // The store keeps its files private; a copy asked for is the user's.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(output, std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot set the mode of {}", output.display()))?;
     }
     let digest = match module.digest {
         Some(digest) => digest,

@@ -100,6 +100,11 @@ impl ModuleSource {
                 scheme: scheme.to_owned(),
             }),
             None if reference.is_empty() => Err(invalid("empty reference")),
+            // Kubewarden reads a reference without scheme as a registry
+            // reference; a path is almost surely meant as a file.
+            None if reference.starts_with('/') || reference.starts_with("./") => Err(invalid(
+                &format!("a local file needs the file:// scheme: did you mean file://{reference}?"),
+            )),
             None => Ok(Self::Registry(reference.to_owned())),
         }
     }
@@ -505,5 +510,7 @@ mod tests {
             Err(FetchError::Scheme { .. })
         ));
         assert!(ModuleSource::parse("").is_err());
+        let path = ModuleSource::parse("/abs/p.wasm").unwrap_err().to_string();
+        assert!(path.contains("did you mean file:///abs/p.wasm?"), "{path}");
     }
 }

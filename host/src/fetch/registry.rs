@@ -38,7 +38,16 @@ fn parse(name: &str) -> Result<Reference, FetchError> {
     name.parse()
         .map_err(|e: oci_client::ParseError| FetchError::Reference {
             reference: name.to_owned(),
-            reason: e.to_string(),
+            reason: match name.split_once('/') {
+                Some((_, path))
+                    if path.split([':', '@']).next().is_some_and(|repository| {
+                        repository.chars().any(|c| c.is_ascii_uppercase())
+                    }) =>
+                {
+                    format!("{e}: repository names are lowercase")
+                }
+                _ => e.to_string(),
+            },
         })
 }
 
