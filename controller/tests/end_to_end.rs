@@ -956,6 +956,7 @@ async fn invalid_settings_are_refused_at_apply_time_with_the_policys_message() {
         move |request| handle(reviewer.clone(), request),
         stopped,
         Duration::from_secs(5),
+        palisade_host::server::ConnectionLimits::default(),
     ));
     register(
         &client,

@@ -83,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         watch_interval: Duration::from_secs(3600),
         shutdown_grace: Duration::from_secs(5),
         kubewarden_metrics: false,
+        connections: palisade_host::server::ConnectionLimits::default(),
     };
     let server = start_with_set(options, set).await?;
     tokio::signal::ctrl_c().await?;

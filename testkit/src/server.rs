@@ -53,6 +53,7 @@ pub fn options(dir: &Path, policies: PathBuf) -> ServerOptions {
         watch_interval: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(10),
         kubewarden_metrics: false,
+        connections: palisade_host::server::ConnectionLimits::default(),
     }
 }
 

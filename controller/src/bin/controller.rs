@@ -16,8 +16,8 @@ use palisade_controller::uninstall::{uninstall, Uninstall};
 use palisade_controller::webhook::WebhookEndpoint;
 use palisade_host::fetch::FetcherOptions;
 use palisade_host::logs::LogFormat;
-use palisade_host::server::serve;
 use palisade_host::server::tls::{server_config, ReloadingCertificate};
+use palisade_host::server::{serve, ConnectionLimits};
 
 /// Palisade's controller.
 #[derive(Debug, Parser)]
@@ -198,6 +198,7 @@ async fn start(args: Args) -> anyhow::Result<ExitCode> {
         move |request| palisade_controller::metrics::handle(metrics.clone(), request),
         stopped.clone(),
         Duration::from_secs(5),
+        ConnectionLimits::default(),
     )));
     tracing::info!(%metrics_addr, "metrics served");
 
@@ -231,6 +232,7 @@ async fn start(args: Args) -> anyhow::Result<ExitCode> {
             move |request| admission::handle(reviewer.clone(), request),
             stopped.clone(),
             Duration::from_secs(10),
+            ConnectionLimits::default(),
         )));
         admission::register(&client, &admission_endpoint, bundle.as_bytes()).await?;
         tracing::info!(%admission_addr, "admission webhook for policy resources registered");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use super::{start, LoadOptions, ServerOptions, TlsFiles};
+use super::{start, ConnectionLimits, LoadOptions, ServerOptions, TlsFiles};
 use crate::fetch::FetcherOptions;
 use crate::logs::LogFormat;
 
@@ -114,6 +114,34 @@ pub struct ServerArgs {
     /// server to stop choosing this replica (0 stops at once).
     #[arg(long, env = "PALISADE_SHUTDOWN_DELAY_SECONDS", default_value_t = 5)]
     pub shutdown_delay_seconds: u64,
+    /// Connections served at once; more are closed at once.
+    #[arg(long, env = "PALISADE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Time for a TLS handshake and an HTTP/1.1 request head, in seconds
+    /// (it also ends idle HTTP/1.1 connections).
+    #[arg(
+        long,
+        env = "PALISADE_HEADER_READ_TIMEOUT_SECONDS",
+        default_value_t = 30
+    )]
+    pub header_read_timeout_seconds: u64,
+    /// Time to receive a request body, in seconds (then 408).
+    #[arg(long, env = "PALISADE_BODY_READ_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub body_read_timeout_seconds: u64,
+    /// A connection silent for this long is closed, in seconds; above the
+    /// API server's own 90 s, so that it closes first.
+    #[arg(long, env = "PALISADE_IDLE_TIMEOUT_SECONDS", default_value_t = 120)]
+    pub idle_timeout_seconds: u64,
+    /// Largest request head, in bytes (431 above it).
+    #[arg(long, env = "PALISADE_MAX_HEADER_BYTES", default_value_t = 64 << 10)]
+    pub max_header_bytes: usize,
+    /// Concurrent streams per HTTP/2 connection.
+    #[arg(
+        long,
+        env = "PALISADE_HTTP2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 256
+    )]
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl ServerArgs {
@@ -146,6 +174,12 @@ impl ServerArgs {
             watch_interval_ms,
             shutdown_grace_seconds,
             shutdown_delay_seconds: _,
+            max_connections,
+            header_read_timeout_seconds,
+            body_read_timeout_seconds,
+            idle_timeout_seconds,
+            max_header_bytes,
+            http2_max_concurrent_streams,
         } = self;
         let tls = match (cert_file, key_file) {
             (Some(cert), Some(key)) => Some(TlsFiles {
@@ -181,6 +215,14 @@ impl ServerArgs {
             watch_interval: Duration::from_millis((*watch_interval_ms).max(10)),
             shutdown_grace: Duration::from_secs(*shutdown_grace_seconds),
             kubewarden_metrics: *enable_metrics,
+            connections: ConnectionLimits {
+                max_connections: *max_connections,
+                header_read_timeout: Duration::from_secs((*header_read_timeout_seconds).max(1)),
+                body_read_timeout: Duration::from_secs((*body_read_timeout_seconds).max(1)),
+                idle_timeout: Duration::from_secs((*idle_timeout_seconds).max(1)),
+                max_header_bytes: *max_header_bytes,
+                http2_max_concurrent_streams: *http2_max_concurrent_streams,
+            },
         })
     }
 }
@@ -268,4 +310,18 @@ async fn run(mut options: ServerOptions, drain: Duration) -> anyhow::Result<()> 
     server.drain_and_shutdown(drain).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_flag_defaults_are_the_library_defaults() {
+        let args = ServerArgs::try_parse_from(["policy-server"]).unwrap();
+        assert_eq!(
+            args.options().unwrap().connections,
+            ConnectionLimits::default()
+        );
+    }
 }

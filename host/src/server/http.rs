@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 
+use super::body::{self, Answer, BodyError};
 use super::metrics::{EvaluationLabels, KubewardenLabels, Metrics};
 use super::policies::{Endpoint, PolicySet};
 use crate::AdmissionResponse;
@@ -25,6 +26,8 @@ pub struct AppState {
     /// Bounds concurrent evaluations to the number of workers.
     pub workers: Semaphore,
     pub max_body_bytes: usize,
+    /// Time to receive a request's body.
+    pub body_read_timeout: std::time::Duration,
     /// Requests from this namespace are accepted without evaluation.
     pub always_accept_namespace: Option<String>,
     /// Set once the first policy set is loaded; cleared when draining.
@@ -58,7 +61,7 @@ fn json(value: &serde_json::Value) -> Response<Body> {
 }
 
 /// Routes one request of the main (webhook) port.
-pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Response<Answer> {
     let http1 = request.version() < hyper::Version::HTTP_2;
     let mut response = route(state.clone(), request).await;
     if http1 && state.draining.load(Ordering::Acquire) {
@@ -70,8 +73,9 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
     response
 }
 
-async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
-    let path = request.uri().path().to_owned();
+async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response<Answer> {
+    let (parts, mut body) = request.into_parts();
+    let path = parts.uri.path();
     let route = path
         .strip_prefix("/validate/")
         .map(|id| (Route::Validate, id))
@@ -81,33 +85,70 @@ async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response<Bod
                 .map(|id| (Route::Raw, id))
         });
     let Some((route, id)) = route else {
-        return error(StatusCode::NOT_FOUND, format!("no route for {path}"));
+        let answer = error(StatusCode::NOT_FOUND, format!("no route for {path}"));
+        return early(&state, body, answer).await;
     };
-    if request.method() != Method::POST {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+    if parts.method != Method::POST {
+        let answer = error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        return early(&state, body, answer).await;
     }
     let id = id.to_owned();
     let Some(policy) = state.policies.load().get(&id) else {
-        return error(StatusCode::NOT_FOUND, format!("unknown policy: {id}"));
+        let answer = error(StatusCode::NOT_FOUND, format!("unknown policy: {id}"));
+        return early(&state, body, answer).await;
     };
-    let body = match Limited::new(request.into_body(), state.max_body_bytes)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return error(
+    let bytes = match body::read(&mut body, state.max_body_bytes, state.body_read_timeout).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => {
+            let answer = error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body exceeds {} bytes", state.max_body_bytes),
-            )
+            );
+            return early(&state, body, answer).await;
         }
-        Err(e) => {
+        Err(BodyError::Timeout) => {
+            // No second wait to drain a body that is not coming.
+            let answer = error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    state.body_read_timeout.as_secs_f32()
+                ),
+            );
+            return answer.map(|answer| Answer::holding(answer, body));
+        }
+        Err(BodyError::Read(e)) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the request body: {e}"),
             )
+            .map(Answer::from)
         }
     };
+    evaluate(state, route, id, policy, bytes)
+        .await
+        .map(Answer::from)
+}
+
+/// Answers before the request body is read. The rest of the body is read
+/// and discarded first while it keeps coming (bounded in size and time), so
+/// the request is complete when the answer goes out; a body that stalls
+/// (its client waits for the answer) stays open until the answer is sent,
+/// so that HTTP/2 ends the stream with NO_ERROR after it rather than with
+/// CANCEL, which would discard it.
+async fn early(state: &AppState, mut body: Incoming, answer: Response<Body>) -> Response<Answer> {
+    body::drain(&mut body, state.body_read_timeout).await;
+    answer.map(|answer| Answer::holding(answer, body))
+}
+
+/// Evaluates a request whose body is read.
+async fn evaluate(
+    state: Arc<AppState>,
+    route: Route,
+    id: String,
+    policy: Arc<super::policies::ServedPolicy>,
+    body: Bytes,
+) -> Response<Body> {
     if route == Route::Raw {
         return raw_not_supported(&id, &body);
     }

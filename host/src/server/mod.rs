@@ -6,7 +6,9 @@
 //! arguments and forwards signals.
 
 mod args;
+mod body;
 pub mod config;
+mod connection;
 pub mod expression;
 mod http;
 mod metrics;
@@ -32,9 +34,11 @@ use tokio_rustls::TlsAcceptor;
 
 pub use args::{main, ServerArgs};
 pub use config::{ConfigError, PoliciesConfig, PolicyMode};
+pub use connection::ConnectionLimits;
 pub use policies::{FetchedModules, LoadOptions, NativePolicy, PolicySet};
 pub use tls::TlsError;
 
+use self::connection::IdleTimeout;
 use self::http::AppState;
 use self::metrics::Metrics;
 use self::tls::ReloadingCertificate;
@@ -73,6 +77,8 @@ pub struct ServerOptions {
     pub shutdown_grace: Duration,
     /// Also count evaluations under Kubewarden's metric names and labels.
     pub kubewarden_metrics: bool,
+    /// Limits on every webhook connection (timeouts, counts, sizes).
+    pub connections: ConnectionLimits,
 }
 
 /// Why the server could not start.
@@ -86,11 +92,11 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        /// Displayed in the message, not chained: `{:#}` would print it twice.
+        error: std::io::Error,
     },
     #[error("policy loading task failed: {0}")]
     Task(String),
@@ -172,6 +178,7 @@ async fn start_with(
         metrics: Metrics::new(options.kubewarden_metrics),
         workers: Semaphore::new(options.workers.max(1)),
         max_body_bytes: options.max_body_bytes,
+        body_read_timeout: options.connections.body_read_timeout,
         always_accept_namespace: options.always_accept_namespace.clone(),
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
@@ -189,6 +196,7 @@ async fn start_with(
         move |req| http::handle_probe(probe_state.clone(), req),
         shutdown_rx.clone(),
         options.shutdown_grace,
+        ConnectionLimits::default(),
     )));
 
     let (set, policies_text) = match preloaded {
@@ -231,6 +239,7 @@ async fn start_with(
         move |req| http::handle(handler_state.clone(), req),
         shutdown_rx.clone(),
         options.shutdown_grace,
+        options.connections.clone(),
     )));
     tracing::info!(%addr, %readiness_addr, tls = options.tls.is_some(), "policy-server listening");
 
@@ -260,13 +269,13 @@ async fn start_with(
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| ServerError::Bind { addr, source })
+        .map_err(|error| ServerError::Bind { addr, error })
 }
 
 fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServerError> {
     listener
         .local_addr()
-        .map_err(|source| ServerError::Bind { addr, source })
+        .map_err(|error| ServerError::Bind { addr, error })
 }
 
 /// Reads the policies file, fetches every distinct module in parallel, then
@@ -312,21 +321,24 @@ pub async fn load_policies(
 
 /// Accepts connections until shutdown, then waits (up to `grace`) for the
 /// open ones to finish their requests. HTTP/1.1 and HTTP/2, over TLS when
-/// an acceptor is given; other servers of the project (the controller's
-/// admission webhook) reuse it.
-pub async fn serve<F, Fut>(
+/// an acceptor is given, within `limits`; other servers of the project (the
+/// controller's admission webhook) reuse it.
+pub async fn serve<F, Fut, B>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     handler: F,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
+    limits: ConnectionLimits,
 ) where
     F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = hyper::Response<http_body_util::Full<bytes::Bytes>>>
-        + Send
-        + 'static,
+    Fut: std::future::Future<Output = hyper::Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes, Error = Infallible> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    let builder = Arc::new(connection_builder(&limits));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut refused_logged: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -337,21 +349,38 @@ pub async fn serve<F, Fut>(
                         continue;
                     }
                 };
+                // Over the limit: closed at once, so the client can go elsewhere.
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    if refused_logged.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!(%peer, max_connections = limits.max_connections,
+                            "connection limit reached: closing new connections");
+                        refused_logged = Some(std::time::Instant::now());
+                    }
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
+                let stream = IdleTimeout::new(stream, limits.header_read_timeout, limits.idle_timeout);
                 let watcher = graceful.watcher();
                 let handler = handler.clone();
                 let tls = tls.clone();
+                let builder = builder.clone();
+                let handshake_timeout = limits.header_read_timeout;
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let service = service_fn(move |req| {
                         let handler = handler.clone();
                         async move { Ok::<_, Infallible>(handler(req).await) }
                     });
-                    let builder = auto::Builder::new(TokioExecutor::new());
                     let result = match tls {
-                        Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(stream) => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
-                            Err(e) => {
+                        Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                            Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
                                 return;
                             }
                         },
@@ -375,6 +404,22 @@ pub async fn serve<F, Fut>(
             "connections still open after the shutdown grace period"
         );
     }
+}
+
+/// HTTP/1.1 and HTTP/2 with the limits that are theirs to enforce.
+fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    builder
 }
 
 /// What reloading the policies needs.

@@ -14,11 +14,11 @@ use rustls::{RootCertStore, ServerConfig};
 /// TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// Displayed in the message, not chained: `{:#}` would print it twice.
+        error: std::io::Error,
     },
     #[error("{path}: {reason}")]
     Pem { path: PathBuf, reason: String },
@@ -76,9 +76,9 @@ impl ResolvesServerCert for ReloadingCertificate {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|error| TlsError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
