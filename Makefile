@@ -9,7 +9,7 @@ export PALISADE_POLICY_DIR ?= $(CARGO_TARGET_DIR)/policies
 export PALISADE_BIN_DIR ?= $(CACHE_HOME)/palisade/bin
 export FIXTURES ?= $(abspath fixtures/admission)
 
-.PHONY: demo serve install test go-tools node-tools images cluster-up cluster-down crds lint policies bench bench-server bench-audit clean-policies
+.PHONY: demo serve install test fuzz fuzz-smoke go-tools node-tools images cluster-up cluster-down crds lint policies bench bench-server bench-audit clean-policies
 
 ## demo: build the sample policies and evaluate every fixture with them
 demo: policies
@@ -25,9 +25,18 @@ install:
 	cargo install --locked --path host --bins
 
 ## test: formatting, lints, sample policies built for wasm, then every test (one of them on a
-## real node: see cluster-up)
+## real node: see cluster-up), then every fuzz target for a few seconds
 test: lint policies go-tools node-tools
 	scripts/run-tests.sh
+	$(MAKE) fuzz-smoke
+
+## fuzz: every fuzz target for FUZZ_SECONDS each (default 60), with executions per target
+fuzz:
+	scripts/fuzz.sh
+
+## fuzz-smoke: every fuzz target for 5 seconds: they build and find nothing at once
+fuzz-smoke:
+	scripts/fuzz.sh 5
 
 ## go-tools: the real components tests run (distribution registry, etcd, kube-apiserver,
 ## kube-controller-manager, kube-scheduler, kubelet, kubectl, helm), built from the Go module proxy

@@ -36,8 +36,12 @@ impl Sources {
     pub fn from_file(path: &Path) -> Result<Self, FetchError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| FetchError::Config(format!("{}: {e}", path.display())))?;
-        serde_yaml::from_str(&text)
-            .map_err(|e| FetchError::Config(format!("{}: {e}", path.display())))
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses the text of a `sources.yml`; `source_name` names it in errors.
+    pub fn parse(text: &str, source_name: &str) -> Result<Self, FetchError> {
+        serde_yaml::from_str(text).map_err(|e| FetchError::Config(format!("{source_name}: {e}")))
     }
 
     /// Whether `host` (with its port, if any) is listed as insecure.
@@ -90,8 +94,13 @@ impl DockerCredentials {
     pub fn from_file(path: &Path) -> Result<Self, FetchError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| FetchError::Config(format!("{}: {e}", path.display())))?;
-        let config: DockerConfig = serde_json::from_str(&text)
-            .map_err(|e| FetchError::Config(format!("{}: {e}", path.display())))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses the text of a docker `config.json`; `source_name` names it in errors.
+    pub fn parse(text: &str, source_name: &str) -> Result<Self, FetchError> {
+        let config: DockerConfig = serde_json::from_str(text)
+            .map_err(|e| FetchError::Config(format!("{source_name}: {e}")))?;
         let mut auths = BTreeMap::new();
         for (server, entry) in config.auths {
             let pair = match (entry.auth, entry.username, entry.password) {
@@ -99,13 +108,13 @@ impl DockerCredentials {
                     let decoded = base64::engine::general_purpose::STANDARD
                         .decode(auth.trim())
                         .map_err(|e| {
-                            FetchError::Config(format!("{}: auth of {server}: {e}", path.display()))
+                            FetchError::Config(format!("{}: auth of {server}: {e}", source_name))
                         })?;
                     let text = String::from_utf8_lossy(&decoded).into_owned();
                     let (user, pass) = text.split_once(':').ok_or_else(|| {
                         FetchError::Config(format!(
                             "{}: auth of {server} is not user:password",
-                            path.display()
+                            source_name
                         ))
                     })?;
                     (user.to_owned(), pass.to_owned())

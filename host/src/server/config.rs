@@ -161,12 +161,15 @@ impl PoliciesConfig {
 
     /// Parses `policies.yml` text; `source_name` names it in errors.
     pub fn parse(text: &str, source_name: &str) -> Result<Self, ConfigError> {
-        let raw: BTreeMap<String, serde_yaml::Value> = serde_yaml::from_str::<Option<_>>(text)
-            .map_err(|e| ConfigError::Yaml {
-                path: source_name.to_owned(),
-                reason: e.to_string(),
-            })?
-            .unwrap_or_default();
+        let raw = match Self::parse_json(text) {
+            Some(raw) => raw,
+            None => serde_yaml::from_str::<Option<_>>(text)
+                .map_err(|e| ConfigError::Yaml {
+                    path: source_name.to_owned(),
+                    reason: e.to_string(),
+                })?
+                .unwrap_or_default(),
+        };
         let mut entries = BTreeMap::new();
         for (id, value) in raw {
             let entry_error = |reason: String| ConfigError::Entry {
@@ -200,6 +203,19 @@ impl PoliciesConfig {
 }
 
 impl PoliciesConfig {
+    /// The text as JSON, which is what [`Self::to_text`] writes: YAML
+    /// parsers refuse a key over 1024 characters, which JSON allows (found
+    /// by the `policies_config` fuzz target). `None` when it is not JSON.
+    fn parse_json(text: &str) -> Option<BTreeMap<String, serde_yaml::Value>> {
+        if !text.trim_start().starts_with('{') {
+            return None;
+        }
+        let json: BTreeMap<String, serde_json::Value> = serde_json::from_str(text).ok()?;
+        json.into_iter()
+            .map(|(id, value)| Some((id, serde_yaml::to_value(value).ok()?)))
+            .collect()
+    }
+
     /// Every module reference, policies and group members alike.
     pub fn modules(&self) -> Vec<String> {
         self.entries
@@ -209,9 +225,9 @@ impl PoliciesConfig {
             .collect()
     }
 
-    /// The file's text as the controller writes it (JSON, which every YAML
-    /// reader accepts); entries in id order, so equal configurations are
-    /// equal text and hash alike.
+    /// The file's text as the controller writes it (JSON, which YAML readers
+    /// accept too, ids up to 1024 characters); entries in id order, so equal
+    /// configurations are equal text and hash alike.
     pub fn to_text(&self) -> String {
         // A map of strings to plain data cannot fail to serialise.
         serde_json::to_string_pretty(self).unwrap_or_default()
@@ -270,6 +286,21 @@ clusterwide-group-strict:
         };
         assert_eq!(g.policies["a"].settings, serde_json::json!({"x": 1}));
         assert_eq!(g.policies["b"].settings, serde_json::json!({}));
+    }
+
+    #[test]
+    fn a_long_id_reads_back_the_same() {
+        // Found by the policies_config fuzz target: an id whose JSON form
+        // (backslashes escaped) is over 1024 characters, the longest key a
+        // YAML reader takes in a flow mapping.
+        let found = include_str!("../../../fuzz/seeds/policies_config/regression-long-id");
+        let config = PoliciesConfig::parse(found, "found").unwrap();
+        assert!(config
+            .entries
+            .keys()
+            .any(|id| serde_json::to_string(id).unwrap_or_default().len() > 1024));
+        let again = PoliciesConfig::parse(&config.to_text(), "written").unwrap();
+        assert_eq!(again, config);
     }
 
     #[test]

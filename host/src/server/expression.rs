@@ -24,7 +24,12 @@ pub struct ExprError {
 impl Expr {
     /// Parses an expression.
     pub fn parse(text: &str) -> Result<Self, ExprError> {
-        let mut parser = Parser { text, pos: 0 };
+        let mut parser = Parser {
+            text,
+            pos: 0,
+            depth: 0,
+            calls: 0,
+        };
         let expr = parser.or()?;
         parser.skip_ws();
         if parser.pos < text.len() {
@@ -74,9 +79,19 @@ impl fmt::Display for Expr {
     }
 }
 
+/// How deeply `!` and parentheses may nest: parsing, evaluating and
+/// dropping recurse, and a group expression comes from a cluster resource,
+/// so its depth must not be able to exhaust a thread's stack.
+const MAX_DEPTH: usize = 64;
+/// How many calls an expression may make: `&&` and `||` chains nest their
+/// tree as deeply as they are long.
+const MAX_CALLS: usize = 256;
+
 struct Parser<'a> {
     text: &'a str,
     pos: usize,
+    depth: usize,
+    calls: usize,
 }
 
 impl Parser<'_> {
@@ -123,20 +138,32 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self) -> Result<Expr, ExprError> {
-        if self.eat("!") {
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+        let negated = self.eat("!");
+        if !negated && !self.eat("(") {
+            return self.call();
         }
-        if self.eat("(") {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.error(&format!("nested more than {MAX_DEPTH} levels deep")));
+        }
+        let inner = if negated {
+            Expr::Not(Box::new(self.unary()?))
+        } else {
             let inner = self.or()?;
             if !self.eat(")") {
                 return Err(self.error("expected `)`"));
             }
-            return Ok(inner);
-        }
-        self.call()
+            inner
+        };
+        self.depth -= 1;
+        Ok(inner)
     }
 
     fn call(&mut self) -> Result<Expr, ExprError> {
+        self.calls += 1;
+        if self.calls > MAX_CALLS {
+            return Err(self.error(&format!("more than {MAX_CALLS} calls")));
+        }
         self.skip_ws();
         let rest = self.rest();
         let len = rest
@@ -203,5 +230,20 @@ mod tests {
         ] {
             assert!(Expr::parse(bad).is_err(), "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn depth_and_length_are_bounded() {
+        let nested = format!("{}a(){}", "(".repeat(64), ")".repeat(64));
+        assert!(Expr::parse(&nested).is_ok());
+        let deeper = format!("{}a(){}", "(".repeat(65), ")".repeat(65));
+        let err = Expr::parse(&deeper).unwrap_err();
+        assert!(err.reason.contains("nested more than 64"), "{err}");
+        let negations = format!("{}a()", "!".repeat(100_000));
+        assert!(Expr::parse(&negations).is_err());
+        let chain = vec!["a()"; 257].join(" && ");
+        let err = Expr::parse(&chain).unwrap_err();
+        assert!(err.reason.contains("more than 256 calls"), "{err}");
+        assert!(Expr::parse(&vec!["a()"; 256].join(" || ")).is_ok());
     }
 }
