@@ -33,6 +33,14 @@ struct Process {
     _dir: tempfile::TempDir,
 }
 
+/// A test that fails before it stops its server does not leave it running.
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 async fn spawn(yaml: &str, extra_env: &[(&str, &str)]) -> Process {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("process test CA");
