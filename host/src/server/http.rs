@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 
 use super::body::{self, Answer, BodyError};
-use super::metrics::{EvaluationLabels, KubewardenLabels, Metrics};
+use super::metrics::{EvaluationLabels, Metrics};
 use super::policies::{Endpoint, PolicySet};
 use crate::AdmissionResponse;
 use crate::PolicyRequest;
@@ -201,31 +201,12 @@ async fn evaluate(
         request_origin: endpoint.as_str().to_owned(),
         error: outcome.error.unwrap_or_default().to_owned(),
     };
-    state.metrics.record(&labels, elapsed);
-    if state.metrics.kubewarden_enabled() {
-        let EvaluationLabels {
-            policy_name,
-            policy_mode,
-            request_operation,
-            resource_kind,
-            accepted,
-            mutated,
-            request_origin,
-            error: _,
-        } = labels;
-        let kubewarden = KubewardenLabels {
-            policy_name,
-            policy_mode,
-            resource_kind,
-            resource_request_operation: request_operation,
-            accepted,
-            mutated,
-            request_origin,
-            resource_namespace: request.namespace().map(str::to_owned),
-            error_code: outcome.response.status.as_ref().map(|s| s.code),
-        };
-        state.metrics.record_kubewarden(&kubewarden, elapsed);
-    }
+    state.metrics.record(
+        labels,
+        request.namespace(),
+        outcome.response.status.as_ref().map(|s| s.code),
+        elapsed,
+    );
     tracing::info!(
         uid = %request.uid(),
         policy = %id,

@@ -33,17 +33,17 @@ pub struct EvaluationLabels {
 
 /// The labels Kubewarden's policy-server puts on its evaluation metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KubewardenLabels {
-    pub policy_name: String,
-    pub policy_mode: String,
-    pub resource_kind: String,
-    pub resource_request_operation: String,
-    pub accepted: String,
-    pub mutated: String,
-    pub request_origin: String,
-    pub resource_namespace: Option<String>,
+struct KubewardenLabels {
+    policy_name: String,
+    policy_mode: String,
+    resource_kind: String,
+    resource_request_operation: String,
+    accepted: String,
+    mutated: String,
+    request_origin: String,
+    resource_namespace: Option<String>,
     /// The rejection's status code, when it has one.
-    pub error_code: Option<u16>,
+    error_code: Option<u16>,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -125,28 +125,48 @@ impl Metrics {
         }
     }
 
-    /// Whether the Kubewarden-named metrics are kept.
-    pub fn kubewarden_enabled(&self) -> bool {
-        self.kubewarden.is_some()
-    }
-
-    /// Records one evaluation.
-    pub fn record(&self, labels: &EvaluationLabels, elapsed: Duration) {
-        self.evaluations.get_or_create(labels).inc();
+    /// Records one evaluation; under Kubewarden's names too when enabled,
+    /// which also label the request's namespace and the rejection's code.
+    pub fn record(
+        &self,
+        labels: EvaluationLabels,
+        namespace: Option<&str>,
+        error_code: Option<u16>,
+        elapsed: Duration,
+    ) {
+        self.evaluations.get_or_create(&labels).inc();
         self.latency
-            .get_or_create(labels)
+            .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
-    }
-
-    /// Records one evaluation under Kubewarden's names (when enabled).
-    pub fn record_kubewarden(&self, labels: &KubewardenLabels, elapsed: Duration) {
-        if let Some(kubewarden) = &self.kubewarden {
-            kubewarden.evaluations.get_or_create(labels).inc();
-            kubewarden
-                .latency
-                .get_or_create(labels)
-                .observe(elapsed.as_millis() as f64);
-        }
+        let Some(kubewarden) = &self.kubewarden else {
+            return;
+        };
+        let EvaluationLabels {
+            policy_name,
+            policy_mode,
+            request_operation,
+            resource_kind,
+            accepted,
+            mutated,
+            request_origin,
+            error: _,
+        } = labels;
+        let labels = KubewardenLabels {
+            policy_name,
+            policy_mode,
+            resource_kind,
+            resource_request_operation: request_operation,
+            accepted,
+            mutated,
+            request_origin,
+            resource_namespace: namespace.map(str::to_owned),
+            error_code,
+        };
+        kubewarden.evaluations.get_or_create(&labels).inc();
+        kubewarden
+            .latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_millis() as f64);
     }
 
     /// The OpenMetrics text exposition.
