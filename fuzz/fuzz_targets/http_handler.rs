@@ -13,8 +13,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use palisade_host::fetch::FetcherOptions;
-use palisade_host::server::{start, ConnectionLimits, LoadOptions, ServerOptions};
+use palisade_host::server::{start, ConnectionLimits, ServerOptions};
 
 fn server() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
@@ -33,23 +32,9 @@ fn server() -> SocketAddr {
             ),
         )
         .expect("policies.yml is written");
-        let options = ServerOptions {
-            addr: ([127, 0, 0, 1], 0).into(),
-            readiness_addr: ([127, 0, 0, 1], 0).into(),
+        let mut options = ServerOptions {
             workers: 2,
-            tls: None,
-            policies_file: policies,
             cache_dir: None,
-            fetch: FetcherOptions {
-                store_dir: dir.join("modules"),
-                ..FetcherOptions::default()
-            },
-            load: LoadOptions {
-                default_timeout: Duration::from_secs(2),
-                memory_bytes: 64 << 20,
-                continue_on_errors: false,
-                kubernetes: None,
-            },
             always_accept_namespace: Some("kube-system".into()),
             max_body_bytes: 64 << 10,
             watch_interval: Duration::from_secs(3600),
@@ -60,7 +45,9 @@ fn server() -> SocketAddr {
                 body_read_timeout: Duration::from_secs(1),
                 ..ConnectionLimits::default()
             },
+            ..ServerOptions::local(policies, &dir)
         };
+        options.load.memory_bytes = 64 << 20;
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()

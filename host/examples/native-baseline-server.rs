@@ -6,9 +6,7 @@
 
 use std::time::Duration;
 
-use palisade_host::server::{
-    start_with_set, LoadOptions, NativePolicy, PolicySet, ServerOptions, TlsFiles,
-};
+use palisade_host::server::{start_with_set, NativePolicy, PolicySet, ServerOptions, TlsFiles};
 use palisade_host::{PolicyRequest, Verdict};
 use palisade_sdk::testing::RequestBuilder;
 use palisade_sdk::Operation;
@@ -64,26 +62,11 @@ async fn main() -> anyhow::Result<()> {
     let options = ServerOptions {
         addr: ([127, 0, 0, 1], port).into(),
         readiness_addr: ([127, 0, 0, 1], probe).into(),
-        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         tls,
-        policies_file,
         cache_dir: None,
-        fetch: palisade_host::fetch::FetcherOptions {
-            store_dir: dir.path().join("modules"),
-            ..Default::default()
-        },
-        load: LoadOptions {
-            default_timeout: Duration::from_secs(2),
-            memory_bytes: 128 << 20,
-            continue_on_errors: false,
-            kubernetes: None,
-        },
-        always_accept_namespace: None,
-        max_body_bytes: 3 << 20,
         watch_interval: Duration::from_secs(3600),
         shutdown_grace: Duration::from_secs(5),
-        kubewarden_metrics: false,
-        connections: palisade_host::server::ConnectionLimits::default(),
+        ..ServerOptions::local(policies_file, dir.path())
     };
     let server = start_with_set(options, set).await?;
     tokio::signal::ctrl_c().await?;

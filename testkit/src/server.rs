@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use crate::paths::{fixture_path, policy_path};
 use crate::pki::TestCa;
-use palisade_host::fetch::FetcherOptions;
-use palisade_host::server::{start, LoadOptions, RunningServer, ServerOptions, TlsFiles};
+use palisade_host::server::{start, RunningServer, ServerOptions, TlsFiles};
 
 /// Writes `policies.yml` with `{POLICIES}` replaced by the built policies' directory.
 pub fn write_policies(dir: &Path, yaml: &str) -> PathBuf {
@@ -31,30 +30,13 @@ pub struct TestServer {
 
 /// Default options for a server on loopback with ephemeral ports.
 pub fn options(dir: &Path, policies: PathBuf) -> ServerOptions {
-    ServerOptions {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        readiness_addr: "127.0.0.1:0".parse().unwrap(),
-        workers: 4,
-        tls: None,
-        policies_file: policies,
-        cache_dir: Some(dir.join("compiled")),
-        fetch: FetcherOptions {
-            store_dir: dir.join("modules"),
-            ..FetcherOptions::default()
-        },
-        load: LoadOptions {
-            default_timeout: Duration::from_secs(2),
-            memory_bytes: 64 << 20,
-            continue_on_errors: false,
-            kubernetes: None,
-        },
-        always_accept_namespace: None,
-        max_body_bytes: 3 << 20,
-        watch_interval: Duration::from_millis(100),
-        shutdown_grace: Duration::from_secs(10),
-        kubewarden_metrics: false,
-        connections: palisade_host::server::ConnectionLimits::default(),
-    }
+    let mut options = ServerOptions::local(policies, dir);
+    options.workers = 4;
+    options.cache_dir = Some(dir.join("compiled"));
+    options.load.memory_bytes = 64 << 20;
+    options.watch_interval = Duration::from_millis(100);
+    options.shutdown_grace = Duration::from_secs(10);
+    options
 }
 
 /// Starts an HTTPS server (a fresh test CA) serving `yaml`; `adjust` may

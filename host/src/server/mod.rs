@@ -17,7 +17,7 @@ pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +79,40 @@ pub struct ServerOptions {
     pub kubewarden_metrics: bool,
     /// Limits on every webhook connection (timeouts, counts, sizes).
     pub connections: ConnectionLimits,
+}
+
+impl ServerOptions {
+    /// A plain-HTTP server on 127.0.0.1 with ports the system chooses,
+    /// serving `policies_file`, its downloaded and precompiled modules in
+    /// `work_dir` (as `--policies-download-dir` lays them out); everything
+    /// else at the policy-server's defaults. For tests, examples and
+    /// fuzzing, which change what they need with struct update syntax.
+    pub fn local(policies_file: PathBuf, work_dir: &Path) -> Self {
+        Self {
+            addr: ([127, 0, 0, 1], 0).into(),
+            readiness_addr: ([127, 0, 0, 1], 0).into(),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            tls: None,
+            policies_file,
+            cache_dir: Some(work_dir.join(".palisade-compiled")),
+            fetch: FetcherOptions {
+                store_dir: work_dir.join("modules"),
+                ..FetcherOptions::default()
+            },
+            load: LoadOptions {
+                default_timeout: crate::DEFAULT_TIMEOUT,
+                memory_bytes: crate::DEFAULT_MEMORY_BYTES,
+                continue_on_errors: false,
+                kubernetes: None,
+            },
+            always_accept_namespace: None,
+            max_body_bytes: 3 << 20,
+            watch_interval: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(30),
+            kubewarden_metrics: false,
+            connections: ConnectionLimits::default(),
+        }
+    }
 }
 
 /// Why the server could not start.
