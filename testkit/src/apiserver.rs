@@ -16,6 +16,8 @@ use crate::wait::free_port;
 pub struct ApiServer {
     etcd: Child,
     apiserver: Child,
+    /// How it was started, to start it again after [`ApiServer::crash`].
+    apiserver_args: Vec<String>,
     controller_manager: Option<Child>,
     pub url: String,
     pub token: String,
@@ -73,35 +75,34 @@ impl ApiServer {
             format!("{token},admin,admin-uid,\"system:masters\"\n"),
         )
         .unwrap();
-        let log = std::fs::File::create(d.join("apiserver.log")).unwrap();
-        let apiserver = Command::new(tool_bin("kube-apiserver"))
-            .args([
-                &format!("--etcd-servers=http://127.0.0.1:{client_port}"),
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                &format!("--secure-port={api_port}"),
-                &format!("--tls-cert-file={}", d.join("tls.crt").display()),
-                &format!("--tls-private-key-file={}", d.join("tls.key").display()),
-                &format!("--token-auth-file={}", d.join("tokens.csv").display()),
-                "--authorization-mode=RBAC",
-                &format!("--service-account-issuer=https://127.0.0.1:{api_port}"),
-                &format!("--service-account-key-file={}", d.join("sa.pub").display()),
-                &format!(
-                    "--service-account-signing-key-file={}",
-                    d.join("sa.key").display()
-                ),
-                "--service-cluster-ip-range=192.0.2.0/24",
-                "--endpoint-reconciler-type=none",
-                "--disable-admission-plugins=ServiceAccount",
-                "--allow-privileged=true",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let apiserver_args: Vec<String> = [
+            &format!("--etcd-servers=http://127.0.0.1:{client_port}"),
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            &format!("--secure-port={api_port}"),
+            &format!("--tls-cert-file={}", d.join("tls.crt").display()),
+            &format!("--tls-private-key-file={}", d.join("tls.key").display()),
+            &format!("--token-auth-file={}", d.join("tokens.csv").display()),
+            "--authorization-mode=RBAC",
+            &format!("--service-account-issuer=https://127.0.0.1:{api_port}"),
+            &format!("--service-account-key-file={}", d.join("sa.pub").display()),
+            &format!(
+                "--service-account-signing-key-file={}",
+                d.join("sa.key").display()
+            ),
+            "--service-cluster-ip-range=192.0.2.0/24",
+            "--endpoint-reconciler-type=none",
+            "--disable-admission-plugins=ServiceAccount",
+            "--allow-privileged=true",
+        ]
+        .into_iter()
+        .map(|arg| arg.to_owned())
+        .collect();
+        let apiserver = spawn_apiserver(&apiserver_args, &d);
         let mut server = Self {
             etcd,
             apiserver,
+            apiserver_args,
             controller_manager: None,
             url: format!("https://127.0.0.1:{api_port}"),
             token,
@@ -150,6 +151,20 @@ impl ApiServer {
     /// The controller-manager's log, for failure messages.
     pub fn controller_manager_log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("controller-manager.log")).unwrap_or_default()
+    }
+
+    /// Kills kube-apiserver (SIGKILL, as a crash or a lost node would) and
+    /// waits until it is gone; etcd keeps the cluster's state.
+    pub fn crash(&mut self) {
+        let _ = self.apiserver.kill();
+        let _ = self.apiserver.wait();
+    }
+
+    /// Starts kube-apiserver again after [`ApiServer::crash`], on the same
+    /// address, certificates and etcd, and waits until it is ready.
+    pub async fn restart(&mut self) {
+        self.apiserver = spawn_apiserver(&self.apiserver_args, self._dir.path());
+        self.wait_ready().await;
     }
 
     async fn wait_ready(&self) {
@@ -231,6 +246,21 @@ impl ApiServer {
             .unwrap();
         self.client_with_token(&token)
     }
+}
+
+/// kube-apiserver with `args`, its log appended to `dir/apiserver.log`.
+fn spawn_apiserver(args: &[String], dir: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("apiserver.log"))
+        .unwrap();
+    Command::new(tool_bin("kube-apiserver"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 fn rustls_pemfile_der(pem: &str) -> Vec<u8> {

@@ -133,6 +133,31 @@ impl Error {
     }
 }
 
+/// The pause after a watch error, shared by all the watches of one
+/// controller: 250 ms, doubling up to 2 s, back to 250 ms after 10 s without
+/// an error.
+///
+/// kube-runtime's default (0.8 s doubling to 30 s, with jitter up to twice
+/// that, reset after 2 minutes) is client-go's per-watch backoff, but one
+/// controller's watches share a single one. After an API server restart each
+/// watch fails once more (its resource version is gone, 410) before it lists
+/// again, and every failure pauses all of them: with six watches the
+/// controller was blind to changes for minutes. A short cap keeps the
+/// requests against a down API server at a few per second per controller.
+pub(crate) fn watch_error_backoff() -> impl kube::runtime::utils::Backoff {
+    use kube::runtime::utils::ResetTimerBackoff;
+    use kube::runtime::watcher::ExponentialBackoff;
+    let builder = backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(250))
+        .with_max_delay(std::time::Duration::from_secs(2))
+        .with_factor(2.0)
+        .without_max_times();
+    ResetTimerBackoff::new(
+        ExponentialBackoff::from(builder),
+        std::time::Duration::from_secs(10),
+    )
+}
+
 /// Counts a reconciliation in the metrics and passes its result on.
 fn counted(
     context: &Context,

@@ -60,7 +60,8 @@ pub async fn run<K: PolicyResource>(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = context.client.clone();
-    let controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default());
+    let controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
+        .trigger_backoff(super::watch_error_backoff());
     let store = controller.store();
     let by_server = store.clone();
     let by_deployment = store.clone();

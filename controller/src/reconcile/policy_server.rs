@@ -46,7 +46,8 @@ pub async fn run(
     let controller = Controller::new(
         Api::<PolicyServer>::all(client.clone()),
         watcher::Config::default(),
-    );
+    )
+    .trigger_backoff(super::watch_error_backoff());
     let store = controller.store();
     let stream = controller
         // A deleted or edited CA is repaired at once, and every serving
