@@ -9,7 +9,7 @@ export PALISADE_POLICY_DIR ?= $(CARGO_TARGET_DIR)/policies
 export PALISADE_BIN_DIR ?= $(CACHE_HOME)/palisade/bin
 export FIXTURES ?= $(abspath fixtures/admission)
 
-.PHONY: demo serve install test fuzz fuzz-smoke go-tools node-tools images cluster-up cluster-down crds lint policies bench bench-server bench-audit clean-policies
+.PHONY: demo serve install test fuzz fuzz-smoke soak go-tools node-tools images cluster-up cluster-down crds lint policies bench bench-server bench-audit clean-policies
 
 ## demo: build the sample policies and evaluate every fixture with them
 demo: policies
@@ -31,12 +31,17 @@ test: lint policies go-tools node-tools
 	$(MAKE) fuzz-smoke
 
 ## fuzz: every fuzz target for FUZZ_SECONDS each (default 60), with executions per target
-fuzz:
+fuzz: policies
 	scripts/fuzz.sh
 
 ## fuzz-smoke: every fuzz target for 5 seconds: they build and find nothing at once
-fuzz-smoke:
+fuzz-smoke: policies
 	scripts/fuzz.sh 5
+
+## soak: the policy-server under wrk at SOAK_LOAD% (80) of its maximum for SOAK_SECONDS (600) over
+## TLS, policies and certificate replaced every 30 s; figures every 10 s, CSV and PNG in SOAK_OUT
+soak: policies
+	scripts/soak.sh
 
 ## go-tools: the real components tests run (distribution registry, etcd, kube-apiserver,
 ## kube-controller-manager, kube-scheduler, kubelet, kubectl, helm), built from the Go module proxy
