@@ -46,7 +46,7 @@ async fn policies_read_the_cluster_only_for_the_resources_they_declared() {
     let policies = common::server::write_policies(
         dir.path(),
         &format!(
-            "declared:\n  module: file://{0}\n  settings: {{labels: [team]}}\n  hostCapabilities: [kubernetes/get_resource]\n  contextAwareResources:\n  - {{apiVersion: v1, kind: Namespace}}\nundeclared:\n  module: file://{0}\n  settings: {{labels: [team]}}\n  hostCapabilities: [kubernetes/get_resource]\n",
+            "declared:\n  module: file://{0}\n  settings: {{labels: [team]}}\n  hostCapabilities: [kubernetes/get_resource]\n  contextAwareResources:\n  - {{apiVersion: v1, kind: Namespace}}\nundeclared:\n  module: file://{0}\n  settings: {{labels: [team]}}\n  hostCapabilities: [kubernetes/get_resource]\nkubewarden-style:\n  module: file://{0}\n  settings: {{labels: [team]}}\n  contextAwareResources:\n  - {{apiVersion: v1, kind: Namespace}}\n",
             module.display()
         ),
     );
@@ -87,6 +87,19 @@ async fn policies_read_the_cluster_only_for_the_resources_they_declared() {
             .unwrap()
             .contains("not found"),
         "{missing}"
+    );
+    // As Kubewarden configures it: contextAwareResources and no
+    // hostCapabilities. Declaring the types is the grant to read them.
+    let admitted = ask("kubewarden-style", "labelled").await;
+    assert_eq!(admitted["allowed"], true, "{admitted}");
+    let refused = ask("kubewarden-style", "bare").await;
+    assert_eq!(refused["allowed"], false, "{refused}");
+    assert!(
+        refused["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("namespace `bare` lacks the labels: team"),
+        "{refused}"
     );
     // Same module, no contextAwareResources: the host refuses the read.
     let undeclared = ask("undeclared", "labelled").await;

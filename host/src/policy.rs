@@ -169,6 +169,13 @@ impl PolicyLoader {
             source_name: source_name.to_owned(),
             reason,
         };
+        let config = PolicyConfig {
+            grants: config
+                .grants
+                .clone()
+                .with_context_aware_reads(&config.context_aware),
+            ..config
+        };
         let kind = ModuleKind::detect(wasm).ok_or_else(|| LoadError::NotWasm {
             source_name: source_name.to_owned(),
         })?;

@@ -141,6 +141,13 @@ impl CapabilityCall {
     }
 }
 
+/// The calls a non-empty `contextAwareResources` grants.
+const CONTEXT_AWARE_READS: [CapabilityCall; 3] = [
+    CapabilityCall::KubernetesGetResource,
+    CapabilityCall::KubernetesListByNamespace,
+    CapabilityCall::KubernetesListAll,
+];
+
 /// The capability patterns granted to one policy. Deny by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
@@ -167,6 +174,23 @@ impl Grants {
         Self {
             patterns: patterns.into_iter().map(Into::into).collect(),
         }
+    }
+
+    /// These grants, plus the Kubernetes read calls when `context_aware`
+    /// lists any resource type: as in Kubewarden, declaring
+    /// `contextAwareResources` is itself the grant to read those types (the
+    /// reads stay limited to them). `kubernetes/can_i` and every other
+    /// capability still need `hostCapabilities`; nothing declared grants
+    /// nothing.
+    pub fn with_context_aware_reads(mut self, context_aware: &[ContextAwareResource]) -> Self {
+        if !context_aware.is_empty() {
+            for call in CONTEXT_AWARE_READS {
+                if !self.allows(call) {
+                    self.patterns.push(call.path().to_owned());
+                }
+            }
+        }
+        self
     }
 
     /// The patterns as configured.
@@ -320,6 +344,32 @@ mod tests {
         assert!(Grants::none()
             .check(CapabilityCall::NetDnsLookupHost)
             .is_err());
+    }
+
+    #[test]
+    fn context_aware_resources_grant_the_kubernetes_reads_and_nothing_else() {
+        let namespaces = [ContextAwareResource {
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+        }];
+        let g = Grants::none().with_context_aware_reads(&namespaces);
+        for call in [
+            CapabilityCall::KubernetesGetResource,
+            CapabilityCall::KubernetesListByNamespace,
+            CapabilityCall::KubernetesListAll,
+        ] {
+            assert!(g.allows(call), "{call:?}");
+        }
+        assert!(g.allows_interface(Capability::Kubernetes));
+        assert!(!g.allows(CapabilityCall::KubernetesCanI));
+        assert!(!g.allows_interface(Capability::Oci));
+        // Nothing declared grants nothing; declared grants are kept, once.
+        assert_eq!(Grants::none().with_context_aware_reads(&[]), Grants::none());
+        let star = Grants::all().with_context_aware_reads(&namespaces);
+        assert_eq!(star.patterns(), ["*"]);
+        let oci = Grants::new(["oci/*"]).with_context_aware_reads(&namespaces);
+        assert!(oci.allows(CapabilityCall::OciVerify));
+        assert!(oci.allows(CapabilityCall::KubernetesGetResource));
     }
 
     #[test]
