@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR
 "$root/scripts/ensure-tools.sh"
 
 policies=(pod-privileged required-labels allowed-registries default-security-context namespace-labels)
-test_only=(endless-loop unbounded-alloc dns-lookup panics)
+test_only=(endless-loop unbounded-alloc dns-lookup panics host-calls)
 
 packages=()
 for p in "${policies[@]}" "${test_only[@]}"; do packages+=(-p "$p"); done

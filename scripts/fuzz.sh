@@ -10,6 +10,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-${FUZZ_SECONDS:-60}}
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/palisade/fuzz
 : "${FIXTURES:=$root/fixtures/admission}"
+# The wit_imports target loads the host-calls test policy from here (make policies).
+: "${PALISADE_POLICY_DIR:=${CARGO_TARGET_DIR:-$root/target}/policies}"
+export PALISADE_POLICY_DIR
 "$root/scripts/ensure-fuzz-tools.sh"
 
 cd "$root/fuzz"

@@ -77,6 +77,47 @@ pub mod oci {
             Err(super::native("oci/v1/manifest_digest"))
         }
     }
+
+    /// Returns the manifest or image index of `image` as JSON text.
+    pub fn manifest(image: &str) -> Result<String, HostError> {
+        #[cfg(target_arch = "wasm32")]
+        return crate::__wit::palisade::policy::oci::manifest(image).map_err(Into::into);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = image;
+            Err(super::native("oci/v1/oci_manifest"))
+        }
+    }
+
+    /// Verifies an image's signatures: `request` and the answer are the JSON
+    /// of Kubewarden's `oci/v2/verify` callback.
+    pub fn verify(request: &str) -> Result<String, HostError> {
+        #[cfg(target_arch = "wasm32")]
+        return crate::__wit::palisade::policy::oci::verify(request).map_err(Into::into);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = request;
+            Err(super::native("oci/v2/verify"))
+        }
+    }
+}
+
+/// Cryptographic checks (`crypto/*`).
+pub mod crypto {
+    use super::HostError;
+
+    /// Checks a certificate: `request` and the answer are the JSON of
+    /// Kubewarden's `crypto/v1/is_certificate_trusted` callback.
+    pub fn is_certificate_trusted(request: &str) -> Result<String, HostError> {
+        #[cfg(target_arch = "wasm32")]
+        return crate::__wit::palisade::policy::crypto::is_certificate_trusted(request)
+            .map_err(Into::into);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = request;
+            Err(super::native("crypto/v1/is_certificate_trusted"))
+        }
+    }
 }
 
 /// Cluster reads (`kubernetes/*`), limited to the policy's context-aware resources.
@@ -102,6 +143,49 @@ pub mod kubernetes {
         {
             let _ = (api_version, kind, name, namespace);
             Err(super::native("kubernetes/get_resource"))
+        }
+    }
+
+    /// Returns a Kubernetes List as JSON text; `namespace` none lists across
+    /// all namespaces (`list_resources_all`, otherwise
+    /// `list_resources_by_namespace`).
+    pub fn list_resources(
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        label_selector: Option<&str>,
+        field_selector: Option<&str>,
+    ) -> Result<String, HostError> {
+        #[cfg(target_arch = "wasm32")]
+        return crate::__wit::palisade::policy::kubernetes::list_resources(
+            api_version,
+            kind,
+            namespace,
+            label_selector,
+            field_selector,
+        )
+        .map_err(Into::into);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = (api_version, kind, label_selector, field_selector);
+            Err(super::native(if namespace.is_some() {
+                "kubernetes/list_resources_by_namespace"
+            } else {
+                "kubernetes/list_resources_all"
+            }))
+        }
+    }
+
+    /// Runs a SubjectAccessReview (the JSON of its spec) and returns its
+    /// status as JSON text.
+    pub fn can_i(subject_access_review: &str) -> Result<String, HostError> {
+        #[cfg(target_arch = "wasm32")]
+        return crate::__wit::palisade::policy::kubernetes::can_i(subject_access_review)
+            .map_err(Into::into);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = subject_access_review;
+            Err(super::native("kubernetes/can_i"))
         }
     }
 }

@@ -82,6 +82,56 @@ fn a_call_outside_the_granted_paths_gets_a_not_granted_error_value() {
         .contains("net/v1/dns_lookup_host` is not granted"));
 }
 
+/// The calls of `host-calls` that reach every capability import but `net`,
+/// each through the SDK function for it.
+fn every_call() -> serde_json::Value {
+    serde_json::json!({"calls": [
+        {"log": {"level": 2, "message": "hello", "fields": [["k", "v"]]}},
+        {"get_resource": {"api_version": "v1", "kind": "Pod", "name": "p", "namespace": "default"}},
+        {"list_resources": {"api_version": "v1", "kind": "Pod", "namespace": "default"}},
+        {"list_resources": {"api_version": "v1", "kind": "Pod"}},
+        {"can_i": "{}"},
+        {"manifest_digest": "registry.example.com/app:1"},
+        {"manifest": "registry.example.com/app:1"},
+        {"verify": "{}"},
+        {"is_certificate_trusted": "{}"},
+    ]})
+}
+
+fn outcomes(grants: &[&str]) -> String {
+    let policy = load(
+        "host-calls",
+        with_grants("host-calls", Grants::new(grants.to_vec())),
+    );
+    let verdict = policy
+        .validate(&fixture("pod-delete.json"), &every_call().to_string())
+        .unwrap();
+    assert!(verdict.accepted, "{:?}", verdict.message);
+    verdict.warnings.join("; ")
+}
+
+#[test]
+fn every_sdk_capability_function_reaches_its_grant_check() {
+    // Everything granted, no cluster and no registry backend here: each call
+    // passes its grant check and answers "not available".
+    assert_eq!(
+        outcomes(&["kubernetes/*", "oci/*", "crypto/*"]),
+        "logged, not-available, not-available, not-available, not-available, not-available, \
+         not-available, not-available, not-available"
+    );
+    // One call per interface granted: the others are refused by path, list
+    // by namespace and list across namespaces separately.
+    assert_eq!(
+        outcomes(&[
+            "kubernetes/list_resources_all",
+            "oci/v1/oci_manifest",
+            "crypto/v1/is_certificate_trusted"
+        ]),
+        "logged, not-granted, not-granted, not-available, not-granted, not-granted, \
+         not-available, not-granted, not-available"
+    );
+}
+
 #[test]
 fn garbage_truncated_and_core_modules_are_clear_errors() {
     let err = loader()

@@ -43,7 +43,25 @@ fn failed(what: impl std::fmt::Display) -> HostError {
 }
 
 impl KubernetesAccess {
-    /// Uses `client`; calls run on `runtime`.
+    /// A client for `config` without kube's retries; calls run on `runtime`.
+    ///
+    /// kube retries 429, 503 and 504 answers up to 15 times with a growing
+    /// pause. Inside an evaluation that only spends the policy's deadline (an
+    /// API server answering 503 made every evaluation time out): the policy
+    /// gets the failure as a value at once and decides what it means.
+    pub fn from_config(
+        mut config: kube::Config,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Self, kube::Error> {
+        config.default_retry = false;
+        let client = {
+            let _entered = runtime.enter();
+            kube::Client::try_from(config)?
+        };
+        Ok(Self::new(client, runtime))
+    }
+
+    /// Uses `client` as it is; calls run on `runtime`.
     pub fn new(client: kube::Client, runtime: tokio::runtime::Handle) -> Self {
         Self {
             client,
@@ -339,6 +357,65 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("not granted"), "{err}");
+    }
+
+    /// A loopback API server that answers every request with 503 and
+    /// counts them.
+    fn unavailable_api_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if line == "\r\n" {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let answer =
+                            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
+                        if writer.write_all(answer.as_bytes()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        (url, requests)
+    }
+
+    #[test]
+    fn an_unavailable_api_server_is_a_failure_value_after_one_request() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (url, requests) = unavailable_api_server();
+        let access = KubernetesAccess::from_config(
+            kube::Config::new(url.parse().unwrap()),
+            runtime.handle().clone(),
+        )
+        .unwrap();
+        let allowed = [ContextAwareResource {
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+        }];
+        let error = access
+            .get(&allowed, "v1", "Namespace", "team", None)
+            .unwrap_err();
+        assert!(
+            matches!(&error, HostError::Failed(m) if m.contains("Kubernetes API")),
+            "{error:?}"
+        );
+        // kube's default retry policy would have asked up to 16 times.
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -156,13 +156,19 @@ pub(super) async fn pull(inner: &Inner, name: &str) -> Result<FetchedModule, Fet
     let path = match inner.store.get(&module_digest) {
         Some(path) => path,
         None => {
-            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-            inner
-                .oci
-                .pull_blob(&reference, layer, &mut bytes)
-                .await
-                .map_err(|e| oci_error(name, e))?;
-            let stored = inner.store_module(name, &bytes)?;
+            let declared = usize::try_from(size).unwrap_or(usize::MAX);
+            let mut blob = BoundedBlob::new(declared);
+            let pulled = inner.oci.pull_blob(&reference, layer, &mut blob).await;
+            if blob.overflowed {
+                return Err(FetchError::Other {
+                    url: name.to_owned(),
+                    reason: format!(
+                        "the registry sent more than the {size} bytes the manifest declares for the module"
+                    ),
+                });
+            }
+            pulled.map_err(|e| oci_error(name, e))?;
+            let stored = inner.store_module(name, &blob.bytes)?;
             if stored.digest.as_deref() != Some(module_digest.as_str()) {
                 return Err(FetchError::DigestMismatch {
                     reference: name.to_owned(),
@@ -180,6 +186,62 @@ pub(super) async fn pull(inner: &Inner, name: &str) -> Result<FetchedModule, Fet
         path,
         digest: Some(module_digest),
     })
+}
+
+/// A blob download that refuses to grow past the size the manifest
+/// declared (which is already checked against the module size limit):
+/// oci-client writes whatever the registry sends, so a registry that sends
+/// more would otherwise decide how much memory a fetch takes.
+struct BoundedBlob {
+    bytes: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl BoundedBlob {
+    fn new(limit: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(limit.min(DEFAULT_CAPACITY)),
+            limit,
+            overflowed: false,
+        }
+    }
+}
+
+/// What a download reserves before the first byte: most policies are a
+/// few MiB, and the declared size is the registry's word.
+const DEFAULT_CAPACITY: usize = 8 << 20;
+
+impl tokio::io::AsyncWrite for BoundedBlob {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.bytes.len().saturating_add(buf.len()) > this.limit {
+            this.overflowed = true;
+            return std::task::Poll::Ready(Err(std::io::Error::other(
+                "more bytes than the manifest declares",
+            )));
+        }
+        this.bytes.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 /// Pushes a policy with Kubewarden's media types; the metadata annotations
@@ -245,4 +307,26 @@ pub(super) async fn push(
         reference.registry(),
         reference.repository()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::BoundedBlob;
+
+    #[tokio::test]
+    async fn a_blob_up_to_its_declared_size_is_kept_and_one_byte_more_is_refused() {
+        let mut blob = BoundedBlob::new(8);
+        blob.write_all(b"\0asm").await.unwrap();
+        blob.write_all(b"\x01\0\0\0").await.unwrap();
+        assert_eq!(blob.bytes, b"\0asm\x01\0\0\0");
+        assert!(!blob.overflowed);
+        let error = blob.write_all(b"!").await.unwrap_err();
+        assert!(error
+            .to_string()
+            .contains("more bytes than the manifest declares"));
+        assert!(blob.overflowed);
+        assert_eq!(blob.bytes.len(), 8, "nothing past the limit is kept");
+    }
 }

@@ -277,11 +277,8 @@ async fn kubernetes_access() -> Option<std::sync::Arc<crate::KubernetesAccess>> 
             return None;
         }
     };
-    match kube::Client::try_from(config) {
-        Ok(client) => Some(std::sync::Arc::new(crate::KubernetesAccess::new(
-            client,
-            tokio::runtime::Handle::current(),
-        ))),
+    match crate::KubernetesAccess::from_config(config, tokio::runtime::Handle::current()) {
+        Ok(access) => Some(std::sync::Arc::new(access)),
         Err(e) => {
             tracing::warn!(error = %e, "Kubernetes client not created: context-aware calls are not available");
             None
