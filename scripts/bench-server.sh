@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Load test of the policy-server on loopback with wrk: pod-privileged as a
-# component (fresh instance per request) next to a native baseline that runs
-# the same policy code behind the same HTTP stack, over plain HTTP and TLS,
-# at 1, 8 and 64 connections, on an accepted and a rejected request.
-# Prints requests/s, p50, p99 and the server's resident memory.
+# component (fresh instance per request) next to two baselines, over plain
+# HTTP and TLS, at 1, 8 and 64 connections, on an accepted and a rejected
+# request: `native` runs the same policy code behind the policy-server's own
+# HTTP stack and handlers (what WebAssembly costs), `minimal` is the same
+# check written directly on hyper and serde_json with nothing else (what the
+# whole request path costs). Prints requests/s, p50, p99, resident memory
+# and the policy-server's share of each baseline's requests/s.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,9 +22,10 @@ if ! command -v wrk >/dev/null; then
   echo "==> installing wrk"
   apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
 fi
-cargo build --release -q -p palisade-host --bin policy-server --example native-baseline-server
+cargo build --release -q -p palisade-host --bin policy-server --example native-baseline-server --example minimal-webhook
 server="$CARGO_TARGET_DIR/release/policy-server"
 native="$CARGO_TARGET_DIR/release/examples/native-baseline-server"
+minimal="$CARGO_TARGET_DIR/release/examples/minimal-webhook"
 
 work=$(mktemp -d)
 pids=()
@@ -64,8 +68,9 @@ run_wrk() { # url, connections, lua script -> "rps p50 p99 errors"
 
 rss_mib() { awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 
-printf '%-6s %-12s %5s | %-28s | %-28s | %s\n' transport fixture conns \
-  "palisade req/s p50 p99 RSS" "native req/s p50 p99 RSS" "palisade/native"
+printf '%-6s %-12s %5s | %-28s | %-28s | %-28s | %s\n' transport fixture conns \
+  "palisade req/s p50 p99 RSS" "native req/s p50 p99 RSS" "minimal req/s p50 p99 RSS" \
+  "palisade/native palisade/minimal"
 for transport in http tls; do
   tls_args=()
   native_tls=()
@@ -80,8 +85,11 @@ for transport in http tls; do
   pids+=($!); server_pid=$!
   "$native" 3600 3601 "${native_tls[@]}" &
   pids+=($!); native_pid=$!
+  "$minimal" 3700 3701 "${native_tls[@]}" &
+  pids+=($!); minimal_pid=$!
   wait_ready 3501
   wait_ready 3601
+  wait_ready 3701
   for fixture in pod-create-unprivileged pod-create-privileged; do
     cat > "$work/$fixture.lua" <<LUA
 wrk.method = "POST"
@@ -93,15 +101,19 @@ LUA
     for conns in 1 8 64; do
       read -r p_rps p_p50 p_p99 p_err < <(run_wrk "$scheme://127.0.0.1:3500/validate/pod-privileged" "$conns" "$work/$fixture.lua")
       read -r n_rps n_p50 n_p99 n_err < <(run_wrk "$scheme://127.0.0.1:3600/validate/pod-privileged" "$conns" "$work/$fixture.lua")
+      read -r m_rps m_p50 m_p99 m_err < <(run_wrk "$scheme://127.0.0.1:3700/validate/pod-privileged" "$conns" "$work/$fixture.lua")
       ratio=$(awk -v a="$p_rps" -v b="$n_rps" 'BEGIN { printf "%.0f%%", (b > 0 ? 100 * a / b : 0) }')
-      printf '%-6s %-12s %5s | %7s %6sms %6sms %4sMiB | %7s %6sms %6sms %4sMiB | %s\n' \
+      minimal_ratio=$(awk -v a="$p_rps" -v b="$m_rps" 'BEGIN { printf "%.0f%%", (b > 0 ? 100 * a / b : 0) }')
+      printf '%-6s %-12s %5s | %7s %6sms %6sms %4sMiB | %7s %6sms %6sms %4sMiB | %7s %6sms %6sms %4sMiB | %15s %16s\n' \
         "$transport" "${fixture#pod-create-}" "$conns" \
         "$p_rps" "$p_p50" "$p_p99" "$(rss_mib "$server_pid")" \
-        "$n_rps" "$n_p50" "$n_p99" "$(rss_mib "$native_pid")" "$ratio"
+        "$n_rps" "$n_p50" "$n_p99" "$(rss_mib "$native_pid")" \
+        "$m_rps" "$m_p50" "$m_p99" "$(rss_mib "$minimal_pid")" "$ratio" "$minimal_ratio"
       [ "$p_err" = 0 ] || echo "  palisade non-2xx/errors: $p_err"
       [ "$n_err" = 0 ] || echo "  native non-2xx/errors: $n_err"
+      [ "$m_err" = 0 ] || echo "  minimal non-2xx/errors: $m_err"
     done
   done
-  kill "$server_pid" "$native_pid"
-  wait "$server_pid" "$native_pid" 2>/dev/null || true
+  kill "$server_pid" "$native_pid" "$minimal_pid"
+  wait "$server_pid" "$native_pid" "$minimal_pid" 2>/dev/null || true
 done
