@@ -9,19 +9,10 @@
 # and the policy-server's share of each baseline's requests/s.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-: "${CARGO_TARGET_DIR:=$root/target}"
-: "${PALISADE_POLICY_DIR:=$CARGO_TARGET_DIR/policies}"
-: "${FIXTURES:=$root/fixtures/admission}"
+source "$(dirname "$0")/load-common.sh"
 duration=${BENCH_DURATION:-5}
 policy=${BENCH_POLICY:-pod-privileged}
-export CARGO_TARGET_DIR
-
-if ! command -v wrk >/dev/null; then
-  echo "==> installing wrk"
-  apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
-fi
+ensure_tool wrk wrk
 cargo build --release -q -p palisade-host --bin policy-server --example native-baseline-server --example minimal-webhook
 server="$CARGO_TARGET_DIR/release/policy-server"
 native="$CARGO_TARGET_DIR/release/examples/native-baseline-server"
@@ -48,10 +39,6 @@ wait_ready() {
   done
   echo "server on readiness port $1 did not become ready" >&2
   exit 1
-}
-
-to_ms() { # wrk prints 1.23ms, 456.78us or 1.02s
-  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
 }
 
 run_wrk() { # url, connections, lua script -> "rps p50 p99 errors"

@@ -17,26 +17,15 @@
 # failed or a time-limit answer was wrong.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-: "${CARGO_TARGET_DIR:=$root/target}"
-: "${PALISADE_POLICY_DIR:=$CARGO_TARGET_DIR/policies}"
-: "${FIXTURES:=$root/fixtures/admission}"
+source "$(dirname "$0")/load-common.sh"
 seconds=${SOAK_SECONDS:-600}
 load=${SOAK_LOAD:-80}
 out=${SOAK_OUT:-$CARGO_TARGET_DIR/soak}
 connections=64
 round=10
 swap_every=30
-export CARGO_TARGET_DIR
-
-for tool in wrk:wrk gnuplot:gnuplot-nox; do
-  if ! command -v "${tool%%:*}" >/dev/null; then
-    echo "==> installing ${tool#*:}"
-    apt-get install -y "${tool#*:}" >/dev/null 2>&1 ||
-      { apt-get update >/dev/null && apt-get install -y "${tool#*:}" >/dev/null; }
-  fi
-done
+ensure_tool wrk wrk
+ensure_tool gnuplot gnuplot-nox
 cargo build --release -q -p palisade-host --bin policy-server
 server="$CARGO_TARGET_DIR/release/policy-server"
 mkdir -p "$out"
@@ -136,10 +125,6 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 curl -sf http://127.0.0.1:3701/readiness >/dev/null || { echo "policy-server not ready" >&2; exit 1; }
-
-to_ms() { # wrk prints 1.23ms, 456.78us or 1.02s
-  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
-}
 
 # One round of wrk: prints "requests rps p50 p99 avg failed".
 wrk_round() { # seconds pause_ms

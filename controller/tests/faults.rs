@@ -22,10 +22,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use kube::api::{Api, Patch, PatchParams};
-use palisade_controller::crd::{ClusterAdmissionPolicy, PolicyServer, PolicyStatusPhase};
-use replica::{Replica, Supervised};
-use serde_json::json;
+use kube::api::Api;
+use palisade_controller::crd::{ClusterAdmissionPolicy, PolicyStatusPhase};
+use replica::{scale_and_wait, Replica, Supervised};
 
 /// PolicyServers (each with one policy) created at once: enough work that a
 /// fault lands in the middle of it.
@@ -147,26 +146,6 @@ async fn wait_converged(client: &kube::Client, seconds: u64) -> Duration {
     }
 }
 
-/// A change made after the fault is reconciled: the controller's watches
-/// came back, not only its first pass.
-async fn a_later_change_is_reconciled(client: &kube::Client) {
-    let servers: Api<PolicyServer> = Api::all(client.clone());
-    servers
-        .patch(
-            "server-0",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 2}})),
-        )
-        .await
-        .unwrap();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kubewarden");
-    common::eventually(60, "server-0's Deployment to scale to 2", || async {
-        let deployment = deployments.get_opt("policy-server-server-0").await.ok()??;
-        (deployment.spec.replicas == Some(2)).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_converges_after_the_api_server_crashes_mid_reconcile() {
     let mut server = common::ApiServer::start().await;
@@ -190,7 +169,9 @@ async fn the_controller_converges_after_the_api_server_crashes_mid_reconcile() {
         took.as_secs_f64(),
         controller.restarts.load(Ordering::SeqCst)
     );
-    a_later_change_is_reconciled(&client).await;
+    // A change made after the fault is reconciled: the watches came back,
+    // not only the first pass.
+    scale_and_wait(&client, "server-0", 2).await;
     ready.abort();
 }
 
@@ -221,7 +202,9 @@ async fn a_leader_killed_mid_reconcile_is_replaced_and_the_next_one_converges() 
     let next = common::lease_holder(&client, "kubewarden", "palisade-controller", 5).await;
     assert_eq!(next, replicas[follower].spec.identity);
     eprintln!("converged {:.1} s after the kill", took.as_secs_f64());
-    a_later_change_is_reconciled(&client).await;
+    // A change made after the fault is reconciled: the watches came back,
+    // not only the first pass.
+    scale_and_wait(&client, "server-0", 2).await;
     assert!(
         replicas[follower].child.try_wait().unwrap().is_none(),
         "the new leader must still run"

@@ -16,9 +16,9 @@ mod replica;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use palisade_controller::crd::PolicyServer;
-use replica::{reconciled_policy_servers, Replica};
+use replica::{reconciled_policy_servers, scale_and_wait, Replica};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,19 +81,7 @@ async fn one_leader_reconciles_and_a_terminated_leader_hands_over() {
     .await;
 
     // The new leader reconciles a change.
-    servers
-        .patch(
-            "default",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 2}})),
-        )
-        .await
-        .unwrap();
-    common::eventually(60, "the new leader to scale the Deployment", || async {
-        let deployment = deployments.get_opt("policy-server-default").await.ok()??;
-        (deployment.spec.replicas == Some(2)).then_some(())
-    })
-    .await;
+    scale_and_wait(&client, "default", 2).await;
     let status = replicas[follower].terminate();
     assert!(status.success(), "second leader exited with {status}");
 }

@@ -151,6 +151,33 @@ impl Drop for Supervised {
     }
 }
 
+/// Sets PolicyServer `name` to `replicas` and waits until its Deployment
+/// has them: a change reconciled by whichever replica leads now.
+pub async fn scale_and_wait(client: &kube::Client, name: &str, replicas: i32) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Api, Patch, PatchParams};
+    let servers: Api<palisade_controller::crd::PolicyServer> = Api::all(client.clone());
+    servers
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kubewarden");
+    let deployment = format!("policy-server-{name}");
+    common::eventually(
+        60,
+        &format!("{deployment} to scale to {replicas}"),
+        || async {
+            let found = deployments.get_opt(&deployment).await.ok()??;
+            (found.spec.replicas == Some(replicas)).then_some(())
+        },
+    )
+    .await;
+}
+
 /// PolicyServer reconciliations counted by the replica's metrics (none when
 /// they cannot be read).
 pub async fn reconciled_policy_servers(replica: &ReplicaSpec) -> Option<f64> {

@@ -1,0 +1,21 @@
+# Sourced by the load scripts (bench-server.sh, soak.sh): the project's
+# paths, Debian tools installed when missing, and wrk's figures in ms.
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+: "${CARGO_TARGET_DIR:=$root/target}"
+: "${PALISADE_POLICY_DIR:=$CARGO_TARGET_DIR/policies}"
+: "${FIXTURES:=$root/fixtures/admission}"
+export CARGO_TARGET_DIR
+
+# ensure_tool <command> <Debian package>
+ensure_tool() {
+  command -v "$1" >/dev/null && return 0
+  echo "==> installing $2"
+  apt-get install -y "$2" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$2" >/dev/null; }
+}
+
+# to_ms <wrk duration>: wrk prints 1.23ms, 456.78us or 1.02s
+to_ms() {
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
+}
