@@ -26,6 +26,17 @@ pub enum CompileOrigin {
     Compiled,
     /// Loaded from a precompiled artifact on disk.
     Cache,
+    /// Already loaded for another policy with the same module (see
+    /// [`crate::PolicyLoader::sharing_code`]).
+    Shared,
+}
+
+/// Compiled code already loaded, by module digest: the policies of one set
+/// that use the same module share one copy of its machine code.
+#[derive(Debug, Default)]
+pub(crate) struct SharedCode {
+    components: std::sync::Mutex<std::collections::HashMap<String, Component>>,
+    modules: std::sync::Mutex<std::collections::HashMap<String, Module>>,
 }
 
 /// A directory of precompiled artifacts.
@@ -101,12 +112,14 @@ impl CompileCache {
 }
 
 /// Code wasmtime compiles: components and core modules.
-pub(crate) trait Compiled: Sized {
+pub(crate) trait Compiled: Sized + Clone {
     fn compile(engine: &Engine, wasm: &[u8]) -> Result<Self, wasmtime::Error>;
     fn serialize(&self) -> Result<Vec<u8>, wasmtime::Error>;
     /// Artifacts are read into memory rather than mapped: a mapped file
     /// truncated or rewritten in place would crash the process (SIGBUS).
     fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Self, wasmtime::Error>;
+    /// Where code of this type is shared.
+    fn shared(code: &SharedCode) -> &std::sync::Mutex<std::collections::HashMap<String, Self>>;
 }
 
 // SAFETY (both `deserialize`s): the artifact was written by
@@ -125,6 +138,9 @@ impl Compiled for Component {
     fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Self, wasmtime::Error> {
         unsafe { Component::deserialize(engine, bytes) }
     }
+    fn shared(code: &SharedCode) -> &std::sync::Mutex<std::collections::HashMap<String, Self>> {
+        &code.components
+    }
 }
 
 #[allow(unsafe_code)]
@@ -137,6 +153,9 @@ impl Compiled for Module {
     }
     fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Self, wasmtime::Error> {
         unsafe { Module::deserialize(engine, bytes) }
+    }
+    fn shared(code: &SharedCode) -> &std::sync::Mutex<std::collections::HashMap<String, Self>> {
+        &code.modules
     }
 }
 

@@ -8,7 +8,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Module, Store, Trap};
 
 use crate::bindings::{self, Policy as PolicyBindings, PolicyPre};
-use crate::cache::{module_digest, CompileCache, CompileOrigin, Compiled};
+use crate::cache::{module_digest, CompileCache, CompileOrigin, Compiled, SharedCode};
 use crate::capabilities::KubernetesAccess;
 use crate::capabilities::PolicyContext;
 use crate::capabilities::{Capability, Grants};
@@ -124,6 +124,7 @@ impl std::fmt::Debug for LoadedPolicy {
 pub struct PolicyLoader {
     engine: PolicyEngine,
     cache: Option<CompileCache>,
+    shared: Option<Arc<SharedCode>>,
 }
 
 impl PolicyLoader {
@@ -132,6 +133,7 @@ impl PolicyLoader {
         Self {
             engine,
             cache: None,
+            shared: None,
         }
     }
 
@@ -140,6 +142,19 @@ impl PolicyLoader {
         Self {
             engine,
             cache: Some(cache),
+            shared: None,
+        }
+    }
+
+    /// This loader, for one set of policies: the policies it loads that use
+    /// the same module share one copy of its compiled code (a hundred
+    /// policies on twenty modules hold twenty). Drop it once the set is
+    /// loaded, so that code no policy uses any more is freed with the last
+    /// policy that used it.
+    pub fn sharing_code(&self) -> Self {
+        Self {
+            shared: Some(Arc::default()),
+            ..self.clone()
         }
     }
 
@@ -233,10 +248,27 @@ impl PolicyLoader {
         wasm: &[u8],
         digest: &str,
     ) -> Result<(T, CompileOrigin), wasmtime::Error> {
-        match &self.cache {
-            Some(cache) => cache.load(self.engine.engine(), wasm, digest),
-            None => T::compile(self.engine.engine(), wasm).map(|c| (c, CompileOrigin::Compiled)),
+        let shared = self.shared.as_deref().map(T::shared);
+        if let Some(shared) = shared {
+            let known = shared.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(code) = known.get(digest) {
+                return Ok((code.clone(), CompileOrigin::Shared));
+            }
         }
+        let (code, origin) = match &self.cache {
+            Some(cache) => cache.load(self.engine.engine(), wasm, digest)?,
+            None => (
+                T::compile(self.engine.engine(), wasm)?,
+                CompileOrigin::Compiled,
+            ),
+        };
+        if let Some(shared) = shared {
+            shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(digest.to_owned(), code.clone());
+        }
+        Ok((code, origin))
     }
 }
 

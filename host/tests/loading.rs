@@ -230,3 +230,36 @@ fn a_second_start_uses_the_precompiled_cache_and_survives_a_damaged_artifact() {
         "the artifact was rewritten"
     );
 }
+
+#[test]
+fn policies_of_one_set_share_the_code_of_a_module() {
+    let engine = PolicyEngine::new(EngineConfig::default()).unwrap();
+    let set = PolicyLoader::new(engine).sharing_code();
+    let load = |name: &str, module: &str| {
+        set.load_file(&policy_path(module), PolicyConfig::new(name))
+            .unwrap()
+    };
+    let first = load("first", "pod-privileged");
+    let second = load("second", "pod-privileged");
+    let wapc = load("legacy", "pod-privileged-wapc-unknown");
+    let legacy_again = load("legacy-again", "pod-privileged-wapc-unknown");
+    assert_eq!(first.compile_origin(), CompileOrigin::Compiled);
+    assert_eq!(second.compile_origin(), CompileOrigin::Shared);
+    assert_eq!(wapc.compile_origin(), CompileOrigin::Compiled);
+    assert_eq!(legacy_again.compile_origin(), CompileOrigin::Shared);
+    // Shared code, separate policies: each evaluates on its own instances.
+    for policy in [&first, &second, &wapc, &legacy_again] {
+        assert!(
+            !policy
+                .validate(&fixture("pod-create-privileged.json"), "{}")
+                .unwrap()
+                .accepted
+        );
+    }
+    // Another set shares nothing with this one.
+    let other = PolicyLoader::new(PolicyEngine::new(EngineConfig::default()).unwrap())
+        .sharing_code()
+        .load_file(&policy_path("pod-privileged"), PolicyConfig::new("other"))
+        .unwrap();
+    assert_eq!(other.compile_origin(), CompileOrigin::Compiled);
+}

@@ -138,6 +138,8 @@ impl PolicySet {
         loader: &PolicyLoader,
         options: &LoadOptions,
     ) -> Result<Self, ConfigError> {
+        // One copy of each distinct module's code for the whole set.
+        let loader = &loader.sharing_code();
         let loading = Loading {
             loader,
             modules,
