@@ -304,6 +304,24 @@ clusterwide-group-strict:
     }
 
     #[test]
+    fn a_settings_float_reads_back_to_the_same_bits() {
+        // Found by the policies_config fuzz target: a number the YAML reader
+        // rounds correctly, written as JSON, read back one bit off by
+        // serde_json's default (fast, not correctly rounded) float parser.
+        let found = include_str!("../../../fuzz/seeds/policies_config/regression-float");
+        let config = PoliciesConfig::parse(found, "found").unwrap();
+        assert_eq!(
+            PoliciesConfig::parse(&config.to_text(), "written").unwrap(),
+            config
+        );
+        let digits = format!("666666666666{}", "1".repeat(108));
+        let yaml = format!("p:\n  module: m.wasm\n  settings: {{n: {digits}}}\n");
+        let config = PoliciesConfig::parse(&yaml, "yaml").unwrap();
+        let again = PoliciesConfig::parse(&config.to_text(), "written").unwrap();
+        assert_eq!(again, config, "{}", config.to_text());
+    }
+
+    #[test]
     fn what_is_written_reads_back_the_same() {
         let mut member = ModuleSpec::new("file:///a.wasm");
         member.settings = serde_json::json!({"labels": ["team"]});
