@@ -18,18 +18,7 @@ server="$CARGO_TARGET_DIR/release/policy-server"
 native="$CARGO_TARGET_DIR/release/examples/native-baseline-server"
 minimal="$CARGO_TARGET_DIR/release/examples/minimal-webhook"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-  -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
-  -keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
+self_signed tls localhost
 printf 'pod-privileged:\n  module: file://%s/%s.wasm\n' "$PALISADE_POLICY_DIR" "$policy" > "$work/policies.yml"
 
 wait_ready() {

@@ -30,20 +30,8 @@ cargo build --release -q -p palisade-host --bin policy-server
 server="$CARGO_TARGET_DIR/release/policy-server"
 mkdir -p "$out"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-for pair in a b; do
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-    -subj "/CN=soak-$pair" -addext subjectAltName=IP:127.0.0.1 \
-    -keyout "$work/$pair.key" -out "$work/$pair.crt" 2>/dev/null
-done
+self_signed a soak-a
+self_signed b soak-b
 cp "$work/a.crt" "$work/tls.crt"
 cp "$work/a.key" "$work/tls.key"
 

@@ -24,7 +24,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::Api;
 use palisade_controller::crd::{ClusterAdmissionPolicy, PolicyStatusPhase};
-use replica::{scale_and_wait, Replica, Supervised};
+use replica::{scale_and_wait, Supervised};
 
 /// PolicyServers (each with one policy) created at once: enough work that a
 /// fault lands in the middle of it.
@@ -180,16 +180,7 @@ async fn a_leader_killed_mid_reconcile_is_replaced_and_the_next_one_converges() 
     let server = common::ApiServer::start().await;
     let client = prepare(&server).await;
     let store = tempfile::tempdir().unwrap();
-    let mut replicas = [
-        Replica::start(&server, "replica-a", store.path()),
-        Replica::start(&server, "replica-b", store.path()),
-    ];
-    let holder = common::lease_holder(&client, "kubewarden", "palisade-controller", 30).await;
-    let leader = replicas
-        .iter()
-        .position(|r| r.spec.identity == holder)
-        .unwrap();
-    let follower = 1 - leader;
+    let (mut replicas, leader, follower) = replica::start_pair(&server, store.path()).await;
     let ready = common::mark_pods_ready(client.clone(), "kubewarden", "");
 
     create_servers_and_policies(&client).await;

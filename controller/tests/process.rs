@@ -18,7 +18,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use palisade_controller::crd::PolicyServer;
-use replica::{reconciled_policy_servers, scale_and_wait, Replica};
+use replica::{reconciled_policy_servers, scale_and_wait};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,10 +28,7 @@ async fn one_leader_reconciles_and_a_terminated_leader_hands_over() {
     common::install_crds(&client, palisade_controller::crd::crds()).await;
     common::create_namespaces(&client, &["kubewarden"]).await;
     let store = tempfile::tempdir().unwrap();
-    let mut replicas = [
-        Replica::start(&server, "replica-a", store.path()),
-        Replica::start(&server, "replica-b", store.path()),
-    ];
+    let (mut replicas, leader, follower) = replica::start_pair(&server, store.path()).await;
 
     let servers: Api<PolicyServer> = Api::all(client.clone());
     servers
@@ -52,12 +49,6 @@ async fn one_leader_reconciles_and_a_terminated_leader_hands_over() {
     .await;
 
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kubewarden");
-    let holder = common::lease_holder(&client, "kubewarden", "palisade-controller", 30).await;
-    let leader = replicas
-        .iter()
-        .position(|r| r.spec.identity == holder)
-        .unwrap();
-    let follower = 1 - leader;
     assert!(
         reconciled_policy_servers(&replicas[leader].spec)
             .await

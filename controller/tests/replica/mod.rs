@@ -101,6 +101,22 @@ impl Replica {
     }
 }
 
+/// Two replicas, once one holds the lease: `(replicas, leader, follower)`
+/// with the indices of the leader and the other one.
+pub async fn start_pair(server: &common::ApiServer, store: &Path) -> ([Replica; 2], usize, usize) {
+    let replicas = [
+        Replica::start(server, "replica-a", store),
+        Replica::start(server, "replica-b", store),
+    ];
+    let holder =
+        common::lease_holder(&server.client(), "kubewarden", "palisade-controller", 30).await;
+    let leader = replicas
+        .iter()
+        .position(|r| r.spec.identity == holder)
+        .unwrap();
+    (replicas, leader, 1 - leader)
+}
+
 /// A replica restarted whenever it exits, as the kubelet restarts a pod's
 /// container (restartPolicy Always); it counts the restarts.
 pub struct Supervised {
