@@ -5,8 +5,9 @@
 # request: `native` runs the same policy code behind the policy-server's own
 # HTTP stack and handlers (what WebAssembly costs), `minimal` is the same
 # check written directly on hyper and serde_json with nothing else (what the
-# whole request path costs). Prints requests/s, p50, p99, resident memory
-# and the policy-server's share of each baseline's requests/s.
+# whole request path costs). Prints requests/s, p50, p99, resident memory,
+# server CPU per request (µs, user + system, from /proc) and the
+# policy-server's share of each baseline's requests/s.
 set -euo pipefail
 
 source "$(dirname "$0")/load-common.sh"
@@ -30,22 +31,28 @@ wait_ready() {
   exit 1
 }
 
-run_wrk() { # url, connections, lua script -> "rps p50 p99 errors"
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+clock_ticks=$(getconf CLK_TCK)
+
+run_wrk() { # url, connections, lua script, server pid -> "rps p50 p99 cpu-us-per-request errors"
   local threads=$(( $2 > 1 ? 2 : 1 ))
-  local out
+  local out before after
+  before=$(cpu_ticks "$4")
   out=$(wrk -t "$threads" -c "$2" -d "${duration}s" --latency -s "$3" "$1")
-  local rps p50 p99 errors
+  after=$(cpu_ticks "$4")
+  local rps p50 p99 errors cpu
   rps=$(awk '/Requests\/sec/ { printf "%.0f", $2 }' <<<"$out")
+  cpu=$(awk -v t=$((after - before)) -v hz="$clock_ticks" '/requests in/ { printf "%.1f", ($1 > 0 ? t * 1e6 / hz / $1 : 0) }' <<<"$out")
   p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
   p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
   errors=$(awk '/Non-2xx/ { print $5 } /Socket errors/ { print "socket:" $0 }' <<<"$out" | tr '\n' ' ')
-  echo "$rps $p50 $p99 ${errors:-0}"
+  echo "$rps $p50 $p99 $cpu ${errors:-0}"
 }
 
 rss_mib() { awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 
-printf '%-6s %-12s %5s | %-28s | %-28s | %-28s | %s\n' transport fixture conns \
-  "palisade req/s p50 p99 RSS" "native req/s p50 p99 RSS" "minimal req/s p50 p99 RSS" \
+printf '%-6s %-12s %5s | %-35s | %-35s | %-35s | %s\n' transport fixture conns \
+  "palisade req/s p50 p99 RSS CPU/req" "native req/s p50 p99 RSS CPU/req" "minimal req/s p50 p99 RSS CPU/req" \
   "palisade/native palisade/minimal"
 for transport in http tls; do
   tls_args=()
@@ -75,16 +82,16 @@ wrk.body = f:read("*a")
 f:close()
 LUA
     for conns in 1 8 64; do
-      read -r p_rps p_p50 p_p99 p_err < <(run_wrk "$scheme://127.0.0.1:3500/validate/pod-privileged" "$conns" "$work/$fixture.lua")
-      read -r n_rps n_p50 n_p99 n_err < <(run_wrk "$scheme://127.0.0.1:3600/validate/pod-privileged" "$conns" "$work/$fixture.lua")
-      read -r m_rps m_p50 m_p99 m_err < <(run_wrk "$scheme://127.0.0.1:3700/validate/pod-privileged" "$conns" "$work/$fixture.lua")
+      read -r p_rps p_p50 p_p99 p_cpu p_err < <(run_wrk "$scheme://127.0.0.1:3500/validate/pod-privileged" "$conns" "$work/$fixture.lua" "$server_pid")
+      read -r n_rps n_p50 n_p99 n_cpu n_err < <(run_wrk "$scheme://127.0.0.1:3600/validate/pod-privileged" "$conns" "$work/$fixture.lua" "$native_pid")
+      read -r m_rps m_p50 m_p99 m_cpu m_err < <(run_wrk "$scheme://127.0.0.1:3700/validate/pod-privileged" "$conns" "$work/$fixture.lua" "$minimal_pid")
       ratio=$(awk -v a="$p_rps" -v b="$n_rps" 'BEGIN { printf "%.0f%%", (b > 0 ? 100 * a / b : 0) }')
       minimal_ratio=$(awk -v a="$p_rps" -v b="$m_rps" 'BEGIN { printf "%.0f%%", (b > 0 ? 100 * a / b : 0) }')
-      printf '%-6s %-12s %5s | %7s %6sms %6sms %4sMiB | %7s %6sms %6sms %4sMiB | %7s %6sms %6sms %4sMiB | %15s %16s\n' \
+      printf '%-6s %-12s %5s | %7s %6sms %6sms %4sMiB %5sµs | %7s %6sms %6sms %4sMiB %5sµs | %7s %6sms %6sms %4sMiB %5sµs | %15s %16s\n' \
         "$transport" "${fixture#pod-create-}" "$conns" \
-        "$p_rps" "$p_p50" "$p_p99" "$(rss_mib "$server_pid")" \
-        "$n_rps" "$n_p50" "$n_p99" "$(rss_mib "$native_pid")" \
-        "$m_rps" "$m_p50" "$m_p99" "$(rss_mib "$minimal_pid")" "$ratio" "$minimal_ratio"
+        "$p_rps" "$p_p50" "$p_p99" "$(rss_mib "$server_pid")" "$p_cpu" \
+        "$n_rps" "$n_p50" "$n_p99" "$(rss_mib "$native_pid")" "$n_cpu" \
+        "$m_rps" "$m_p50" "$m_p99" "$(rss_mib "$minimal_pid")" "$m_cpu" "$ratio" "$minimal_ratio"
       [ "$p_err" = 0 ] || echo "  palisade non-2xx/errors: $p_err"
       [ "$n_err" = 0 ] || echo "  native non-2xx/errors: $n_err"
       [ "$m_err" = 0 ] || echo "  minimal non-2xx/errors: $m_err"

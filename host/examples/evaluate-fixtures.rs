@@ -71,7 +71,7 @@ fn evaluate_all() -> anyhow::Result<()> {
                 .unwrap_or_default();
             let line = match policy.validate(&request, settings) {
                 Ok(verdict) => {
-                    let response = verdict.into_response(request.uid(), request.object());
+                    let response = verdict.into_response(&request);
                     match (&response.status, response.decoded_patch()) {
                         (Some(status), _) => format!("rejected  {}", status.message),
                         (None, Some(patch)) => {

@@ -15,7 +15,7 @@
 //! policy.validate_settings("{}")?;
 //! let request = PolicyRequest::from_review_json(&std::fs::read("review.json")?)?;
 //! let verdict = policy.validate(&request, "{}")?;
-//! println!("{}", verdict.into_response(request.uid(), request.object()).into_review());
+//! println!("{}", verdict.into_response(&request).into_review());
 //! # Ok(())
 //! # }
 //! ```

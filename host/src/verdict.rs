@@ -61,13 +61,18 @@ impl Verdict {
         })
     }
 
-    /// Builds the AdmissionResponse for this verdict on a request with uid
-    /// `uid` and object `original`; the JSON Patch is the diff between
-    /// `original` and the mutated object.
-    pub fn into_response(
+    /// Builds the AdmissionResponse for this verdict on `request`; the JSON
+    /// Patch is the diff between the request's object and the mutated one.
+    pub fn into_response(self, request: &crate::PolicyRequest) -> AdmissionResponse {
+        self.respond(request.uid(), || request.object())
+    }
+
+    /// The response to the request with `uid` whose object `original` gives;
+    /// it is only called (the object parsed) when there is a mutation.
+    fn respond<'a>(
         self,
         uid: &str,
-        original: Option<&serde_json::Value>,
+        original: impl FnOnce() -> Option<&'a serde_json::Value>,
     ) -> AdmissionResponse {
         let mut response = AdmissionResponse {
             allowed: self.accepted,
@@ -83,7 +88,7 @@ impl Verdict {
             return response;
         }
         if let Some(mutated) = self.mutated_object {
-            let Some(original) = original else {
+            let Some(original) = original() else {
                 response.allowed = false;
                 response.status = Some(rejection_status(
                     "the policy returned a mutated object for a request that has no object",
@@ -175,6 +180,25 @@ impl AdmissionResponse {
         })
     }
 
+    /// The AdmissionReview wrapping this response, as the JSON bytes sent
+    /// to the API server (serialized directly, without a `Value` in between).
+    pub fn review_json(&self) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Review<'a> {
+            api_version: &'static str,
+            kind: &'static str,
+            response: &'a AdmissionResponse,
+        }
+        let review = Review {
+            api_version: "admission.k8s.io/v1",
+            kind: "AdmissionReview",
+            response: self,
+        };
+        // Strings, numbers and maps with string keys cannot fail to serialize.
+        serde_json::to_vec(&review).unwrap_or_default()
+    }
+
     /// The decoded JSON Patch, if any.
     pub fn decoded_patch(&self) -> Option<json_patch::Patch> {
         let bytes = base64::engine::general_purpose::STANDARD
@@ -196,7 +220,7 @@ mod tests {
             message: Some("no".into()),
             ..Verdict::default()
         };
-        let r = serde_json::to_value(v.into_response("u", None)).unwrap();
+        let r = serde_json::to_value(v.respond("u", || None)).unwrap();
         assert_eq!(r["allowed"], false);
         assert_eq!(r["status"]["message"], "no");
         assert_eq!(r["status"]["code"], 400);
@@ -211,7 +235,7 @@ mod tests {
             mutated_object: Some(json!({"spec": {"a": 1, "b": true}})),
             ..Verdict::default()
         };
-        let r = v.into_response("u", Some(&original));
+        let r = v.respond("u", || Some(&original));
         assert_eq!(r.patch_type, Some("JSONPatch"));
         let mut patched = original.clone();
         json_patch::patch(&mut patched, &r.decoded_patch().unwrap()).unwrap();
@@ -226,8 +250,17 @@ mod tests {
             mutated_object: Some(original.clone()),
             ..Verdict::default()
         };
-        let r = v.into_response("u", Some(&original));
+        let r = v.respond("u", || Some(&original));
         assert!(r.patch.is_none() && r.patch_type.is_none());
+    }
+
+    #[test]
+    fn review_json_is_the_review_value() {
+        let mut response = AdmissionResponse::rejected("u", "no", 403);
+        response.warnings.push("careful".into());
+        let bytes = response.review_json();
+        let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(parsed, response.into_review());
     }
 
     #[test]
@@ -237,7 +270,7 @@ mod tests {
             mutated_object: Some(json!({})),
             ..Verdict::default()
         };
-        let r = v.into_response("u", None);
+        let r = v.respond("u", || None);
         assert!(!r.allowed);
         assert_eq!(r.status.unwrap().code, 500);
     }

@@ -53,6 +53,8 @@ loop:
   timeoutEvalSeconds: 1
 alloc:
   module: file://{POLICIES}/unbounded-alloc.wasm
+panics:
+  module: file://{POLICIES}/panics.wasm
 group-and-not:
   expression: "labels() && !privileged()"
   message: "labelled and unprivileged pods only"
@@ -382,6 +384,24 @@ async fn looping_and_allocating_policies_are_rejected_cleanly_while_others_are_s
             .as_str()
             .unwrap()
             .contains("memory limit"),
+        "{body}"
+    );
+    // A guest that panics writes to stderr through WASI first.
+    let (status, body) = post_fixture(
+        &c,
+        &format!("{}/validate/panics", t.base),
+        "pod-create-unprivileged.json",
+    )
+    .await;
+    assert_eq!(
+        (status, body["response"]["status"]["code"].clone()),
+        (200, 500.into())
+    );
+    assert!(
+        body["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("index out of bounds"),
         "{body}"
     );
     let metrics = common::server::get_text(format!("{}/metrics", t.probe)).await;

@@ -20,7 +20,7 @@ fn evaluate(policy: &str, settings: serde_json::Value, fixture_name: &str) -> Ad
     loaded.validate_settings(&settings).unwrap();
     let request = fixture(fixture_name);
     let verdict = loaded.validate(&request, &settings).unwrap();
-    verdict.into_response(request.uid(), request.object())
+    verdict.into_response(&request)
 }
 
 fn assert_verdicts(policy: &str, settings: serde_json::Value, cases: &[(&str, bool)]) {

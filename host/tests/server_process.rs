@@ -123,6 +123,56 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert!(status.success(), "clean exit after SIGTERM: {status}");
 }
 
+/// With more evaluations at their deadline in flight than there are CPUs,
+/// the probes and other policies are still answered: no evaluation holds a
+/// thread of the async runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn looping_policies_leave_the_server_responsive() {
+    let yaml = SLOW.replace("timeoutEvalSeconds: 1", "timeoutEvalSeconds: 4");
+    let p = spawn(&yaml, &[("KUBEWARDEN_WORKERS", "64")]).await;
+    let c = client(&p.ca.pem());
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let looping: Vec<_> = (0..cpus + 2)
+        .map(|_| {
+            let c = c.clone();
+            let url = format!("{}/validate/slow", p.base);
+            tokio::spawn(
+                async move { post_fixture(&c, &url, "pod-create-unprivileged.json").await },
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ready = common::server::get(format!("{}/readiness", p.probe))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let (status, body) = post_fixture(
+        &c,
+        &format!("{}/validate/privileged", p.base),
+        "pod-create-privileged.json",
+    )
+    .await;
+    assert_eq!(
+        (status, body["response"]["allowed"].clone()),
+        (200, false.into())
+    );
+    assert!(
+        looping.iter().all(|request| !request.is_finished()),
+        "the looping evaluations were still running when the others were answered"
+    );
+    for request in looping {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            body["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("time limit"),
+            "{body}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_and_json_logs_carry_the_request() {
     let mut p = spawn(SLOW, &[("KUBEWARDEN_ENABLE_METRICS", "true")]).await;

@@ -66,7 +66,7 @@ fn legacy_wapc_mutation_becomes_the_expected_patch() {
         let response = policy
             .validate(&request, settings)
             .unwrap()
-            .into_response(request.uid(), request.object());
+            .into_response(&request);
         assert!(response.allowed);
         let patch = serde_json::to_value(response.decoded_patch().unwrap()).unwrap();
         assert_eq!(

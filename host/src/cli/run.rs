@@ -19,8 +19,6 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<()> {
     let request = read_request(&args.request)?;
     let (policy, settings) = args.policy.load()?;
     let verdict = policy.validate(&request, &settings)?;
-    let review = verdict
-        .into_response(request.uid(), request.object())
-        .into_review();
+    let review = verdict.into_response(&request).into_review();
     super::print(&serde_json::to_string_pretty(&review)?)
 }

@@ -1,5 +1,11 @@
 //! Request handling: routing, body limits, evaluation off the runtime's
 //! threads, responses in the AdmissionReview shape, metrics and logs.
+//!
+//! Evaluations run on the blocking pool, not on the runtime's threads:
+//! wasmtime-wasi's synchronous WASI functions (a guest writing to stderr,
+//! every WASI call of a legacy policy) block on the ambient runtime, which
+//! panics on a runtime thread; and a policy at its deadline would hold a
+//! runtime thread for that long.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -58,6 +64,11 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> 
 
 fn json(value: &serde_json::Value) -> Response<Body> {
     reply(StatusCode::OK, "application/json", value.to_string())
+}
+
+/// An AdmissionReview answer.
+fn review(response: &AdmissionResponse) -> Response<Body> {
+    reply(StatusCode::OK, "application/json", response.review_json())
 }
 
 /// Routes one request of the main (webhook) port.
@@ -189,17 +200,17 @@ async fn evaluate(
     };
     let elapsed = started.elapsed();
     let Some((id, outcome)) = outcome else {
-        return json(&AdmissionResponse::accepted(request.uid()).into_review());
+        return review(&AdmissionResponse::accepted(request.uid()));
     };
     let labels = EvaluationLabels {
         policy_name: id.clone(),
-        policy_mode: outcome.mode.as_str().to_owned(),
-        request_operation: request.operation().to_owned(),
+        policy_mode: outcome.mode.as_str(),
+        request_operation: request.operation(),
         resource_kind: request.kind().to_owned(),
-        accepted: outcome.accepted.to_string(),
-        mutated: outcome.mutated.to_string(),
-        request_origin: endpoint.as_str().to_owned(),
-        error: outcome.error.unwrap_or_default().to_owned(),
+        accepted: outcome.accepted,
+        mutated: outcome.mutated,
+        request_origin: endpoint.as_str(),
+        error: outcome.error.unwrap_or_default(),
     };
     state.metrics.record(
         labels,
@@ -219,7 +230,7 @@ async fn evaluate(
         latency_us = elapsed.as_micros() as u64,
         "evaluated"
     );
-    json(&outcome.response.into_review())
+    review(&outcome.response)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

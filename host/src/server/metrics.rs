@@ -15,32 +15,33 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// Labels of every evaluation metric.
+/// Labels of every evaluation metric. Only the policy and the kind are
+/// allocated per request: every other value comes from a fixed vocabulary.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EvaluationLabels {
     pub policy_name: String,
-    pub policy_mode: String,
-    pub request_operation: String,
+    pub policy_mode: &'static str,
+    pub request_operation: &'static str,
     pub resource_kind: String,
     /// What the policy decided (before monitor mode forces an acceptance).
-    pub accepted: String,
-    pub mutated: String,
+    pub accepted: bool,
+    pub mutated: bool,
     /// `validate` or `audit`.
-    pub request_origin: String,
+    pub request_origin: &'static str,
     /// Empty when the policy decided; `timeout`, `trap`, `memory`... otherwise.
-    pub error: String,
+    pub error: &'static str,
 }
 
 /// The labels Kubewarden's policy-server puts on its evaluation metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KubewardenLabels {
     policy_name: String,
-    policy_mode: String,
+    policy_mode: &'static str,
     resource_kind: String,
-    resource_request_operation: String,
-    accepted: String,
-    mutated: String,
-    request_origin: String,
+    resource_request_operation: &'static str,
+    accepted: bool,
+    mutated: bool,
+    request_origin: &'static str,
     resource_namespace: Option<String>,
     /// The rejection's status code, when it has one.
     error_code: Option<u16>,

@@ -74,7 +74,7 @@ impl ConfiguredModule {
             }
         };
         match loaded.validate(request, &self.settings) {
-            Ok(verdict) => (verdict.into_response(request.uid(), request.object()), None),
+            Ok(verdict) => (verdict.into_response(request), None),
             Err(e) => (
                 AdmissionResponse::rejected(request.uid(), &e.to_string(), 500),
                 Some(e.label()),
@@ -291,13 +291,9 @@ impl ServedPolicy {
     /// Evaluates one request. CPU-bound: call it off the async runtime.
     pub fn evaluate(&self, id: &str, request: &PolicyRequest, endpoint: Endpoint) -> Outcome {
         let (mut response, error, allowed_to_mutate) = match &self.served {
-            Served::Native(policy) => (
-                policy
-                    .validate(request)
-                    .into_response(request.uid(), request.object()),
-                None,
-                false,
-            ),
+            Served::Native(policy) => {
+                (policy.validate(request).into_response(request), None, false)
+            }
             Served::Policy {
                 module,
                 allowed_to_mutate,
