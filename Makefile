@@ -9,7 +9,7 @@ export PALISADE_POLICY_DIR ?= $(CARGO_TARGET_DIR)/policies
 export PALISADE_BIN_DIR ?= $(CACHE_HOME)/palisade/bin
 export FIXTURES ?= $(abspath fixtures/admission)
 
-.PHONY: demo serve install test fuzz fuzz-smoke soak go-tools node-tools images cluster-up cluster-down crds lint policies bench bench-server bench-audit clean-policies
+.PHONY: demo serve install test fuzz fuzz-smoke soak go-tools node-tools images cluster-up cluster-down crds lint policies bench bench-server bench-policies bench-audit clean-policies
 
 ## demo: build the sample policies and evaluate every fixture with them
 demo: policies
@@ -94,6 +94,10 @@ bench: policies
 ## bench-server: wrk on loopback against the policy-server and a native baseline (BENCH_DURATION=5)
 bench-server: policies
 	scripts/bench-server.sh
+
+## bench-policies: 100 policies on 20 modules on one server: start to ready (cold, warm), memory, latency
+bench-policies: policies
+	scripts/bench-policies.sh
 
 ## bench-audit: the audit scanner on OBJECTS pods in NAMESPACES namespaces x 5 policies (test API server)
 bench-audit: policies go-tools

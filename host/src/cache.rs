@@ -9,9 +9,11 @@
 //! Loading an artifact maps native code into the process: the cache
 //! directory must be writable only by the process that owns it.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
@@ -32,11 +34,28 @@ pub enum CompileOrigin {
 }
 
 /// Compiled code already loaded, by module digest: the policies of one set
-/// that use the same module share one copy of its machine code.
+/// that use the same module share one copy of its machine code. Policies
+/// load in parallel, so each digest has a slot of its own: the first loader
+/// compiles while the others of that digest wait for it, and loaders of
+/// other digests go on.
 #[derive(Debug, Default)]
 pub(crate) struct SharedCode {
-    components: std::sync::Mutex<std::collections::HashMap<String, Component>>,
-    modules: std::sync::Mutex<std::collections::HashMap<String, Module>>,
+    components: Mutex<HashMap<String, CodeSlot<Component>>>,
+    modules: Mutex<HashMap<String, CodeSlot<Module>>>,
+}
+
+/// The code of one digest, once some loader has it.
+pub(crate) type CodeSlot<T> = Arc<Mutex<Option<T>>>;
+
+impl SharedCode {
+    /// The slot of `digest` in `slots`, created empty when new.
+    pub(crate) fn slot<T>(
+        slots: &Mutex<HashMap<String, CodeSlot<T>>>,
+        digest: &str,
+    ) -> CodeSlot<T> {
+        let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.entry(digest.to_owned()).or_default().clone()
+    }
 }
 
 /// A directory of precompiled artifacts.
@@ -81,6 +100,9 @@ impl CompileCache {
     ) -> Result<(T, CompileOrigin), wasmtime::Error> {
         let path = self.artifact_path(engine, module_digest);
         if path.exists() {
+            // Read, not mapped: a mapped artifact that something truncates in
+            // place (a damaged disk, a careless tool) would kill the process
+            // with SIGBUS on the next evaluation; a read copy cannot change.
             match std::fs::read(&path)
                 .map_err(wasmtime::Error::from)
                 .and_then(|bytes| T::deserialize(engine, &bytes))
@@ -117,9 +139,9 @@ pub(crate) trait Compiled: Sized + Clone {
     fn serialize(&self) -> Result<Vec<u8>, wasmtime::Error>;
     /// Artifacts are read into memory rather than mapped: a mapped file
     /// truncated or rewritten in place would crash the process (SIGBUS).
-    fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Self, wasmtime::Error>;
     /// Where code of this type is shared.
-    fn shared(code: &SharedCode) -> &std::sync::Mutex<std::collections::HashMap<String, Self>>;
+    fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Self, wasmtime::Error>;
+    fn shared(code: &SharedCode) -> &Mutex<HashMap<String, CodeSlot<Self>>>;
 }
 
 // SAFETY (both `deserialize`s): the artifact was written by
@@ -138,7 +160,7 @@ impl Compiled for Component {
     fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Self, wasmtime::Error> {
         unsafe { Component::deserialize(engine, bytes) }
     }
-    fn shared(code: &SharedCode) -> &std::sync::Mutex<std::collections::HashMap<String, Self>> {
+    fn shared(code: &SharedCode) -> &Mutex<HashMap<String, CodeSlot<Self>>> {
         &code.components
     }
 }
@@ -154,7 +176,7 @@ impl Compiled for Module {
     fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Self, wasmtime::Error> {
         unsafe { Module::deserialize(engine, bytes) }
     }
-    fn shared(code: &SharedCode) -> &std::sync::Mutex<std::collections::HashMap<String, Self>> {
+    fn shared(code: &SharedCode) -> &Mutex<HashMap<String, CodeSlot<Self>>> {
         &code.modules
     }
 }

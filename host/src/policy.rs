@@ -248,27 +248,33 @@ impl PolicyLoader {
         wasm: &[u8],
         digest: &str,
     ) -> Result<(T, CompileOrigin), wasmtime::Error> {
-        let shared = self.shared.as_deref().map(T::shared);
-        if let Some(shared) = shared {
-            let known = shared.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(code) = known.get(digest) {
-                return Ok((code.clone(), CompileOrigin::Shared));
-            }
+        let Some(shared) = self.shared.as_deref() else {
+            return self.compile_or_cached(wasm, digest);
+        };
+        let slot = SharedCode::slot(T::shared(shared), digest);
+        let mut slot = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(code) = &*slot {
+            return Ok((code.clone(), CompileOrigin::Shared));
         }
-        let (code, origin) = match &self.cache {
-            Some(cache) => cache.load(self.engine.engine(), wasm, digest)?,
-            None => (
+        let (code, origin) = self.compile_or_cached::<T>(wasm, digest)?;
+        *slot = Some(code.clone());
+        Ok((code, origin))
+    }
+
+    fn compile_or_cached<T: Compiled>(
+        &self,
+        wasm: &[u8],
+        digest: &str,
+    ) -> Result<(T, CompileOrigin), wasmtime::Error> {
+        match &self.cache {
+            Some(cache) => cache.load(self.engine.engine(), wasm, digest),
+            None => Ok((
                 T::compile(self.engine.engine(), wasm)?,
                 CompileOrigin::Compiled,
-            ),
-        };
-        if let Some(shared) = shared {
-            shared
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(digest.to_owned(), code.clone());
+            )),
         }
-        Ok((code, origin))
     }
 }
 

@@ -263,3 +263,33 @@ fn policies_of_one_set_share_the_code_of_a_module() {
         .unwrap();
     assert_eq!(other.compile_origin(), CompileOrigin::Compiled);
 }
+
+#[test]
+fn policies_loading_a_module_at_once_compile_it_once() {
+    let engine = PolicyEngine::new(EngineConfig::default()).unwrap();
+    let set = PolicyLoader::new(engine).sharing_code();
+    let origins: Vec<CompileOrigin> = std::thread::scope(|scope| {
+        let loads: Vec<_> = (0..6)
+            .map(|n| {
+                let set = &set;
+                scope.spawn(move || {
+                    set.load_file(
+                        &policy_path("pod-privileged"),
+                        PolicyConfig::new(format!("p{n}")),
+                    )
+                    .unwrap()
+                    .compile_origin()
+                })
+            })
+            .collect();
+        loads.into_iter().map(|l| l.join().unwrap()).collect()
+    });
+    let compiled = origins
+        .iter()
+        .filter(|o| **o == CompileOrigin::Compiled)
+        .count();
+    assert_eq!(compiled, 1, "{origins:?}");
+    assert!(origins
+        .iter()
+        .all(|o| matches!(o, CompileOrigin::Compiled | CompileOrigin::Shared)));
+}

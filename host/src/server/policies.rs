@@ -2,6 +2,7 @@
 //! evaluated against one of them (post-processing included).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,8 +131,10 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
-    /// Loads every policy of `config`, validating settings once. A policy
-    /// that fails fails the whole set unless `continue_on_errors`.
+    /// Loads every policy of `config`, validating settings once, on as many
+    /// threads as there are CPUs (a slow module delays only its own thread).
+    /// A policy that fails fails the whole set unless `continue_on_errors`;
+    /// the error reported is that of the first failing entry by id.
     pub fn load(
         config: &PoliciesConfig,
         modules: &FetchedModules,
@@ -145,55 +148,44 @@ impl PolicySet {
             modules,
             options,
         };
+        let entries: Vec<_> = config.entries.iter().collect();
+        let total = entries.len();
+        let next = AtomicUsize::new(0);
+        let done = AtomicUsize::new(0);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(total);
+        let load_some = || {
+            let mut loaded = Vec::new();
+            while let Some((id, entry)) = entries.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let served = loading.entry(id, entry);
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::info!(policy = %id, progress = format!("{n}/{total}"), ok = served.is_ok(), "policy loaded");
+                loaded.push((id.as_str(), served));
+            }
+            loaded
+        };
+        let mut results: HashMap<&str, Result<ServedPolicy, ConfigError>> =
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads).map(|_| scope.spawn(load_some)).collect();
+                workers
+                    .into_iter()
+                    .flat_map(|worker| {
+                        worker
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .collect()
+            });
         let mut policies = HashMap::new();
-        let total = config.entries.len();
-        for (n, (id, entry)) in config.entries.iter().enumerate() {
-            tracing::info!(policy = %id, progress = format!("{}/{total}", n + 1), "loading policy");
-            let served = match entry {
-                Entry::Policy(spec) => ServedPolicy {
-                    mode: spec.policy_mode,
-                    message: spec.message.clone(),
-                    served: Served::Policy {
-                        module: Box::new(loading.module(id, &spec.module)?),
-                        allowed_to_mutate: spec.allowed_to_mutate,
-                    },
-                },
-                Entry::Group(spec) => {
-                    let expression =
-                        Expr::parse(&spec.expression).map_err(|e| ConfigError::Entry {
-                            path: "policies".into(),
-                            id: id.clone(),
-                            reason: format!("expression `{}`: {e}", spec.expression),
-                        })?;
-                    if let Some(unknown) = expression
-                        .members()
-                        .into_iter()
-                        .find(|m| !spec.policies.contains_key(*m))
-                    {
-                        return Err(ConfigError::Entry {
-                            path: "policies".into(),
-                            id: id.clone(),
-                            reason: format!("expression calls `{unknown}()`, which is not a member of the group"),
-                        });
-                    }
-                    let mut members = BTreeMap::new();
-                    for (name, member) in &spec.policies {
-                        members.insert(
-                            name.clone(),
-                            loading.module(&format!("{id}/{name}"), member)?,
-                        );
-                    }
-                    ServedPolicy {
-                        mode: spec.policy_mode,
-                        message: Some(spec.message.clone()),
-                        served: Served::Group {
-                            expression,
-                            members,
-                        },
-                    }
+        for (id, _) in entries {
+            match results.remove(id.as_str()) {
+                Some(Ok(served)) => {
+                    policies.insert(id.clone(), Arc::new(served));
                 }
-            };
-            policies.insert(id.clone(), Arc::new(served));
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
         }
         Ok(Self { policies })
     }
@@ -232,6 +224,52 @@ struct Loading<'a> {
 }
 
 impl Loading<'_> {
+    /// Loads one entry of the file: a policy, or a group and its members.
+    fn entry(&self, id: &str, entry: &Entry) -> Result<ServedPolicy, ConfigError> {
+        Ok(match entry {
+            Entry::Policy(spec) => ServedPolicy {
+                mode: spec.policy_mode,
+                message: spec.message.clone(),
+                served: Served::Policy {
+                    module: Box::new(self.module(id, &spec.module)?),
+                    allowed_to_mutate: spec.allowed_to_mutate,
+                },
+            },
+            Entry::Group(spec) => {
+                let expression = Expr::parse(&spec.expression).map_err(|e| ConfigError::Entry {
+                    path: "policies".into(),
+                    id: id.to_owned(),
+                    reason: format!("expression `{}`: {e}", spec.expression),
+                })?;
+                if let Some(unknown) = expression
+                    .members()
+                    .into_iter()
+                    .find(|m| !spec.policies.contains_key(*m))
+                {
+                    return Err(ConfigError::Entry {
+                        path: "policies".into(),
+                        id: id.to_owned(),
+                        reason: format!(
+                            "expression calls `{unknown}()`, which is not a member of the group"
+                        ),
+                    });
+                }
+                let mut members = BTreeMap::new();
+                for (name, member) in &spec.policies {
+                    members.insert(name.clone(), self.module(&format!("{id}/{name}"), member)?);
+                }
+                ServedPolicy {
+                    mode: spec.policy_mode,
+                    message: Some(spec.message.clone()),
+                    served: Served::Group {
+                        expression,
+                        members,
+                    },
+                }
+            }
+        })
+    }
+
     /// Loads one module and validates its settings; a failure is the whole
     /// configuration's unless `continue_on_errors`, where the member answers
     /// every request with a 500 instead.
