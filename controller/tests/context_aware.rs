@@ -17,7 +17,7 @@ use std::sync::Arc;
 use palisade_host::KubernetesAccess;
 use serde_json::json;
 
-fn review(namespace: &str) -> Vec<u8> {
+fn review_json(namespace: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {
@@ -61,7 +61,7 @@ async fn policies_read_the_cluster_only_for_the_resources_they_declared() {
     let ask = |policy: &str, namespace: &str| {
         let request = http
             .post(format!("{base}/validate/{policy}"))
-            .body(review(namespace));
+            .body(review_json(namespace));
         async move {
             let body: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
             body["response"].clone()
@@ -102,6 +102,86 @@ async fn policies_read_the_cluster_only_for_the_resources_they_declared() {
             .unwrap()
             .contains("v1 Namespace is not in the policy's contextAwareResources"),
         "{undeclared}"
+    );
+    policy_server.shutdown().await;
+}
+
+/// SubjectAccessReviews the API server has answered, from its own metrics.
+async fn subject_access_reviews(client: &kube::Client) -> u64 {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let metrics = client.request_text(request).await.unwrap();
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("apiserver_request_total{")
+                && line.contains(r#"resource="subjectaccessreviews""#)
+                && line.contains(r#"verb="POST""#)
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn can_i_answers_with_the_api_servers_rbac_decision_and_reuses_it() {
+    let server = common::ApiServer::start().await;
+    let client = server.client();
+    server
+        .client_as_service_account(
+            "default",
+            "alice",
+            json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]}]),
+        )
+        .await;
+    let review = |verb: &str| {
+        json!({
+            "user": "system:serviceaccount:default:alice",
+            "resourceAttributes": {"namespace": "team", "resource": "pods", "verb": verb},
+        })
+        .to_string()
+    };
+    let calls = json!({"calls": [
+        {"can_i": review("create")},
+        {"can_i": review("delete")},
+        {"can_i": review("create")},
+    ]});
+    let dir = tempfile::tempdir().unwrap();
+    let module = common::policy_path("host-calls");
+    let policies = common::server::write_policies(
+        dir.path(),
+        &format!(
+            // host-calls imports oci and crypto too: each needs a grant to link.
+            "granted:\n  module: file://{0}\n  settings: {calls}\n  hostCapabilities: [kubernetes/can_i, oci/v1/manifest_digest, crypto/*]\nungranted:\n  module: file://{0}\n  settings: {calls}\n  hostCapabilities: [kubernetes/get_resource, oci/v1/manifest_digest, crypto/*]\n",
+            module.display()
+        ),
+    );
+    let mut options = common::server::options(dir.path(), policies);
+    options.load.kubernetes = Some(Arc::new(KubernetesAccess::new(
+        client.clone(),
+        tokio::runtime::Handle::current(),
+    )));
+    let policy_server = palisade_host::server::start(options).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", policy_server.addr.port());
+    let http = common::server::plain_client();
+    let warning = |policy: &str| {
+        let request = http
+            .post(format!("{base}/validate/{policy}"))
+            .body(review_json("team"));
+        async move {
+            let body: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+            body["response"]["warnings"][0].as_str().unwrap().to_owned()
+        }
+    };
+
+    let before = subject_access_reviews(&client).await;
+    assert_eq!(
+        warning("granted").await,
+        "ok allowed=true, ok allowed=false, ok allowed=true"
+    );
+    // The repeated question was answered from the 5 s cache.
+    assert_eq!(subject_access_reviews(&client).await - before, 2);
+    assert_eq!(
+        warning("ungranted").await,
+        "not-granted, not-granted, not-granted"
     );
     policy_server.shutdown().await;
 }

@@ -8,10 +8,13 @@
 //! it cannot hold the evaluation past its deadline by much.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::api::{Api, ListParams, PostParams};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
 use wasmtime::component::{HasSelf, Linker};
@@ -24,12 +27,23 @@ use crate::metadata::ContextAwareResource;
 /// Longest a single Kubernetes call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a `can_i` answer is reused, as in Kubewarden.
+const CAN_I_TTL: Duration = Duration::from_secs(5);
+
+/// Answers kept at most; past it the expired ones go, and if that is not
+/// enough, all of them (a burst of distinct questions costs API requests,
+/// never unbounded memory).
+const CAN_I_ENTRIES: usize = 4096;
+
 /// A Kubernetes client shared by every policy of a server.
 pub struct KubernetesAccess {
     client: kube::Client,
     runtime: tokio::runtime::Handle,
     /// Kind → resource, found once by discovery.
     resources: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
+    /// SubjectAccessReview spec (as JSON) → when it was answered, and the
+    /// status (as JSON). Successes only.
+    can_i: Mutex<HashMap<String, (Instant, String)>>,
 }
 
 impl std::fmt::Debug for KubernetesAccess {
@@ -67,7 +81,45 @@ impl KubernetesAccess {
             client,
             runtime,
             resources: Mutex::new(HashMap::new()),
+            can_i: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Runs a SubjectAccessReview and returns its status as JSON text;
+    /// answers are reused for 5 s unless `disable_cache`.
+    pub(crate) fn can_i(
+        &self,
+        spec: SubjectAccessReviewSpec,
+        disable_cache: bool,
+    ) -> Result<String, HostError> {
+        let key = serde_json::to_string(&spec).map_err(failed)?;
+        if !disable_cache {
+            let answers = self.can_i.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((at, status)) = answers.get(&key) {
+                if at.elapsed() < CAN_I_TTL {
+                    return Ok(status.clone());
+                }
+            }
+        }
+        let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
+        let review = SubjectAccessReview {
+            spec,
+            ..SubjectAccessReview::default()
+        };
+        let created = self.run(async move { api.create(&PostParams::default(), &review).await })?;
+        let status = created
+            .status
+            .ok_or_else(|| failed("Kubernetes API: the SubjectAccessReview has no status"))?;
+        let status = serde_json::to_string(&status).map_err(failed)?;
+        let mut answers = self.can_i.lock().unwrap_or_else(PoisonError::into_inner);
+        if answers.len() >= CAN_I_ENTRIES {
+            answers.retain(|_, (at, _)| at.elapsed() < CAN_I_TTL);
+            if answers.len() >= CAN_I_ENTRIES {
+                answers.clear();
+            }
+        }
+        answers.insert(key, (Instant::now(), status.clone()));
+        Ok(status)
     }
 
     /// One object as JSON text.
@@ -158,7 +210,7 @@ impl KubernetesAccess {
     ) -> std::sync::MutexGuard<'_, HashMap<(String, String), (ApiResource, bool)>> {
         self.resources
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs `call` on the server's runtime and waits for it, within the timeout.
@@ -201,6 +253,17 @@ impl PolicyContext {
             &request.name,
             request.namespace.as_deref(),
         )
+    }
+
+    /// `can_i`, for either ABI.
+    fn can_i(
+        &self,
+        spec: SubjectAccessReviewSpec,
+        disable_cache: bool,
+    ) -> Result<String, HostError> {
+        let call = CapabilityCall::KubernetesCanI;
+        self.grants.check(call)?;
+        self.kubernetes(call)?.can_i(spec, disable_cache)
     }
 
     /// `list_resources_by_namespace` with a namespace, `list_resources_all`
@@ -256,8 +319,15 @@ impl kubernetes::Host for HostState {
         })
     }
 
-    fn can_i(&mut self, _subject_access_review: String) -> Result<String, HostError> {
-        self.unavailable(CapabilityCall::KubernetesCanI)
+    /// The argument is the JSON of a `SubjectAccessReviewSpec`, as the
+    /// Kubernetes API writes it.
+    fn can_i(&mut self, subject_access_review: String) -> Result<String, HostError> {
+        let spec = serde_json::from_str(&subject_access_review).map_err(|e| {
+            HostError::Failed(format!(
+                "kubernetes/can_i: not a SubjectAccessReviewSpec: {e}"
+            ))
+        })?;
+        self.context().can_i(spec, false)
     }
 }
 
@@ -273,6 +343,54 @@ struct GetResource {
     kind: String,
     name: String,
     namespace: Option<String>,
+}
+
+/// Kubewarden's `kubernetes/can_i` payload: its SDK's own field names,
+/// not the Kubernetes API's.
+#[derive(serde::Deserialize)]
+struct CanI {
+    subject_access_review: CanISubject,
+    #[serde(default)]
+    disable_cache: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct CanISubject {
+    groups: Option<Vec<String>>,
+    resource_attributes: CanIResource,
+    user: String,
+}
+
+#[derive(serde::Deserialize)]
+struct CanIResource {
+    group: Option<String>,
+    name: Option<String>,
+    namespace: Option<String>,
+    resource: String,
+    subresource: Option<String>,
+    verb: String,
+    version: Option<String>,
+}
+
+impl From<CanISubject> for SubjectAccessReviewSpec {
+    fn from(subject: CanISubject) -> Self {
+        let r = subject.resource_attributes;
+        SubjectAccessReviewSpec {
+            user: Some(subject.user),
+            groups: subject.groups,
+            resource_attributes: Some(ResourceAttributes {
+                group: r.group,
+                name: r.name,
+                namespace: r.namespace,
+                resource: Some(r.resource),
+                subresource: r.subresource,
+                verb: Some(r.verb),
+                version: r.version,
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        }
+    }
 }
 
 /// Kubewarden's `kubernetes/list_resources_*` payloads.
@@ -305,6 +423,11 @@ pub(super) fn wapc(
                 return Err(format!("{}: `namespace` is required", call.path()));
             }
             context.list_resources(&request)
+        }
+        CapabilityCall::KubernetesCanI => {
+            let request: CanI =
+                serde_json::from_slice(payload).map_err(|e| payload_error(call, &e))?;
+            context.can_i(request.subject_access_review.into(), request.disable_cache)
         }
         other => Err(not_available(other)),
     };
@@ -416,6 +539,26 @@ mod tests {
         );
         // kube's default retry policy would have asked up to 16 times.
         assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn kubewardens_can_i_payload_becomes_a_subject_access_review_spec() {
+        let payload = br#"{"subject_access_review": {"groups": ["dev"], "user": "alice",
+            "resource_attributes": {"namespace": "team", "resource": "pods", "verb": "create",
+            "subresource": null, "group": null, "name": null, "version": null}}}"#;
+        let request: CanI = serde_json::from_slice(payload).unwrap();
+        assert!(!request.disable_cache);
+        let spec = SubjectAccessReviewSpec::from(request.subject_access_review);
+        assert_eq!(
+            serde_json::to_value(&spec).unwrap(),
+            serde_json::json!({"user": "alice", "groups": ["dev"],
+                "resourceAttributes": {"namespace": "team", "resource": "pods", "verb": "create"}})
+        );
+        // `user`, `resource` and `verb` are required, as in Kubewarden's SDK.
+        assert!(serde_json::from_slice::<CanI>(
+            br#"{"subject_access_review": {"resource_attributes": {"resource": "pods", "verb": "get"}}}"#
+        )
+        .is_err());
     }
 
     #[test]

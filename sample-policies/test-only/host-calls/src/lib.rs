@@ -98,7 +98,19 @@ fn call(call: &Call) -> String {
             label_selector.as_deref(),
             field_selector.as_deref(),
         )),
-        Call::CanI(review) => outcome(kubernetes::can_i(review)),
+        // The decision itself, for tests of the host's answer.
+        Call::CanI(review) => match kubernetes::can_i(review) {
+            Ok(status) => {
+                let allowed = serde_json::from_str::<serde_json::Value>(&status)
+                    .ok()
+                    .and_then(|s| s.get("allowed").and_then(serde_json::Value::as_bool));
+                match allowed {
+                    Some(allowed) => format!("ok allowed={allowed}"),
+                    None => format!("ok {}", status.len()),
+                }
+            }
+            failure => outcome(failure),
+        },
         Call::ManifestDigest(image) => outcome(oci::manifest_digest(image)),
         Call::Manifest(image) => outcome(oci::manifest(image)),
         Call::Verify(request) => outcome(oci::verify(request)),
