@@ -113,11 +113,12 @@ fn outcomes(grants: &[&str]) -> String {
 #[test]
 fn every_sdk_capability_function_reaches_its_grant_check() {
     // Everything granted, no cluster and no registry backend here: each call
-    // passes its grant check and answers "not available".
+    // passes its grant check and answers "not available"; the certificate
+    // check runs in the host and refuses the empty request.
     assert_eq!(
         outcomes(&["kubernetes/*", "oci/*", "crypto/*"]),
         "logged, not-available, not-available, not-available, not-available, not-available, \
-         not-available, not-available, not-available"
+         not-available, not-available, failed"
     );
     // One call per interface granted: the others are refused by path, list
     // by namespace and list across namespaces separately.
@@ -128,7 +129,7 @@ fn every_sdk_capability_function_reaches_its_grant_check() {
             "crypto/v1/is_certificate_trusted"
         ]),
         "logged, not-granted, not-granted, not-available, not-granted, not-granted, \
-         not-available, not-granted, not-available"
+         not-available, not-granted, failed"
     );
 }
 
@@ -292,4 +293,34 @@ fn policies_loading_a_module_at_once_compile_it_once() {
     assert!(origins
         .iter()
         .all(|o| matches!(o, CompileOrigin::Compiled | CompileOrigin::Shared)));
+}
+
+#[test]
+fn a_component_asks_the_host_whether_a_certificate_is_trusted() {
+    let root = common::pki::TestCa::new("root");
+    let other = common::pki::TestCa::new("other");
+    let (cert, _) = root.leaf("signer");
+    let request = |chain: &str| {
+        serde_json::json!({
+            "cert": {"encoding": "Pem", "data": cert.as_bytes()},
+            "cert_chain": [{"encoding": "Pem", "data": chain.as_bytes()}],
+            "not_after": null,
+        })
+        .to_string()
+    };
+    let settings = serde_json::json!({"calls": [
+        {"is_certificate_trusted": request(&root.pem())},
+        {"is_certificate_trusted": request(&other.pem())},
+    ]});
+    let policy = load(
+        "host-calls",
+        with_grants(
+            "host-calls",
+            Grants::new(["kubernetes/can_i", "oci/v1/manifest_digest", "crypto/*"]),
+        ),
+    );
+    let verdict = policy
+        .validate(&fixture("pod-delete.json"), &settings.to_string())
+        .unwrap();
+    assert_eq!(verdict.warnings, ["ok trusted=true, ok trusted=false"]);
 }

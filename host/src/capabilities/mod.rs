@@ -302,7 +302,7 @@ pub(crate) fn answer_wapc(
         Capability::Kubernetes => kubernetes::wapc(call, context, payload),
         Capability::Oci => oci::wapc(call),
         Capability::Net => net::wapc(call, payload),
-        Capability::Crypto => crypto::wapc(call),
+        Capability::Crypto => crypto::wapc(payload),
     }
 }
 

@@ -53,6 +53,21 @@ fn outcome(result: Result<String, HostError>) -> String {
     }
 }
 
+/// `ok <field>=<bool>` when the answer is a JSON object with that boolean,
+/// else as [`outcome`].
+fn decision(result: Result<String, HostError>, field: &str) -> String {
+    let value = result.as_ref().ok().and_then(|answer| {
+        serde_json::from_str::<serde_json::Value>(answer)
+            .ok()?
+            .get(field)?
+            .as_bool()
+    });
+    match value {
+        Some(value) => format!("ok {field}={value}"),
+        None => outcome(result),
+    }
+}
+
 fn call(call: &Call) -> String {
     match call {
         Call::Log {
@@ -98,23 +113,14 @@ fn call(call: &Call) -> String {
             label_selector.as_deref(),
             field_selector.as_deref(),
         )),
-        // The decision itself, for tests of the host's answer.
-        Call::CanI(review) => match kubernetes::can_i(review) {
-            Ok(status) => {
-                let allowed = serde_json::from_str::<serde_json::Value>(&status)
-                    .ok()
-                    .and_then(|s| s.get("allowed").and_then(serde_json::Value::as_bool));
-                match allowed {
-                    Some(allowed) => format!("ok allowed={allowed}"),
-                    None => format!("ok {}", status.len()),
-                }
-            }
-            failure => outcome(failure),
-        },
+        // The decisions themselves, for tests of the host's answers.
+        Call::CanI(review) => decision(kubernetes::can_i(review), "allowed"),
         Call::ManifestDigest(image) => outcome(oci::manifest_digest(image)),
         Call::Manifest(image) => outcome(oci::manifest(image)),
         Call::Verify(request) => outcome(oci::verify(request)),
-        Call::IsCertificateTrusted(request) => outcome(crypto::is_certificate_trusted(request)),
+        Call::IsCertificateTrusted(request) => {
+            decision(crypto::is_certificate_trusted(request), "trusted")
+        }
     }
 }
 
