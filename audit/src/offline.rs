@@ -68,6 +68,7 @@ pub async fn audit_manifests(options: &OfflineOptions) -> Result<Vec<ReportBody>
         memory_bytes: palisade_host::DEFAULT_MEMORY_BYTES,
         continue_on_errors: true,
         kubernetes: None,
+        oci: None,
     };
     let set =
         palisade_host::server::load_policies(&config, &fetcher, &PolicyLoader::new(engine), &load)

@@ -217,6 +217,11 @@ async fn load_sets(
                 memory_bytes: palisade_host::DEFAULT_MEMORY_BYTES,
                 continue_on_errors: true,
                 kubernetes: Some(kubernetes.clone()),
+                // Image look-ups as the policy-server makes them.
+                oci: Some(Arc::new(palisade_host::OciAccess::new(
+                    fetcher.clone(),
+                    tokio::runtime::Handle::current(),
+                ))),
             };
             palisade_host::server::load_policies(&config, &fetcher, &loader, &load)
                 .await

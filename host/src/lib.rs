@@ -40,7 +40,7 @@ pub mod server;
 mod verdict;
 
 pub use cache::{module_digest, CompileCache, CompileOrigin};
-pub use capabilities::{Capability, CapabilityCall, Grants, KubernetesAccess};
+pub use capabilities::{Capability, CapabilityCall, Grants, KubernetesAccess, OciAccess};
 pub use engine::{EngineConfig, PolicyEngine, DEFAULT_EPOCH_TICK, MAX_POLICY_MEMORY};
 pub use error::{EvalError, LoadError, SettingsError};
 pub use limits::{PolicyLimits, DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT};

@@ -9,9 +9,9 @@ use wasmtime::{Module, Store, Trap};
 
 use crate::bindings::{self, Policy as PolicyBindings, PolicyPre};
 use crate::cache::{module_digest, CompileCache, CompileOrigin, Compiled, SharedCode};
-use crate::capabilities::KubernetesAccess;
 use crate::capabilities::PolicyContext;
 use crate::capabilities::{Capability, Grants};
+use crate::capabilities::{KubernetesAccess, OciAccess};
 use crate::component_host::HostState;
 use crate::core_module::{AbiViolation, CoreRuntime, EvalEnv};
 use crate::engine::PolicyEngine;
@@ -35,6 +35,8 @@ pub struct PolicyConfig {
     pub kubernetes: Option<Arc<KubernetesAccess>>,
     /// The resource types it may read (`contextAwareResources`).
     pub context_aware: Vec<ContextAwareResource>,
+    /// The registries the `oci` look-ups ask (none: "not available").
+    pub oci: Option<Arc<OciAccess>>,
 }
 
 impl PolicyConfig {
@@ -46,6 +48,7 @@ impl PolicyConfig {
             limits: PolicyLimits::default(),
             kubernetes: None,
             context_aware: Vec::new(),
+            oci: None,
         }
     }
 }
@@ -233,6 +236,7 @@ impl PolicyLoader {
                 grants: config.grants,
                 kubernetes: config.kubernetes,
                 context_aware: config.context_aware,
+                oci: config.oci,
             }),
             limits: config.limits,
             digest,

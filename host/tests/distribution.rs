@@ -428,3 +428,77 @@ async fn policy_server_starts_from_the_registry_and_restarts_without_it() {
     check(&second).await;
     second.shutdown().await;
 }
+
+/// The `oci` capability of a component, answered by the server's registry
+/// client; one digest look-up per image for 60 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_look_images_up_through_the_servers_registry_client() {
+    let registry = Registry::start(RegistryOptions::default());
+    let store = tempfile::tempdir().unwrap();
+    let f = fetcher(store.path(), &registry.sources_yaml(), None);
+    let image = format!("{}/images/app:v1", registry.host);
+    let pinned = f.push(&module(), &image).await.unwrap();
+    let (_, digest) = pinned.split_once('@').unwrap();
+
+    let mut config = PolicyConfig::new("look-ups");
+    // host-calls imports kubernetes and crypto too: each needs a grant to link.
+    config.grants = palisade_host::Grants::new(["oci/*", "kubernetes/can_i", "crypto/*"]);
+    config.oci = Some(Arc::new(palisade_host::OciAccess::new(
+        f.clone(),
+        tokio::runtime::Handle::current(),
+    )));
+    let policy = Arc::new(
+        loader()
+            .load_file(&policy_path("host-calls"), config)
+            .unwrap(),
+    );
+    let settings = serde_json::json!({"calls": [
+        {"manifest_digest": image},
+        {"manifest": image},
+        {"manifest_digest": format!("{}/images/missing:v1", registry.host)},
+    ]})
+    .to_string();
+    let ask = || {
+        let (policy, settings) = (policy.clone(), settings.clone());
+        // Host calls wait on the runtime: evaluate off it, as the server does.
+        tokio::task::spawn_blocking(move || {
+            policy
+                .validate(&fixture("pod-delete.json"), &settings)
+                .unwrap()
+                .warnings
+        })
+    };
+    let served = common::server::plain_client()
+        .get(format!(
+            "http://{}/v2/images/app/manifests/v1",
+            registry.host
+        ))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let warnings = ask().await.unwrap();
+    let outcomes: Vec<&str> = warnings[0].split(", ").collect();
+    assert_eq!(outcomes[0], format!("ok {digest}"));
+    // The manifest exactly as the registry serves it.
+    assert_eq!(outcomes[1], format!("ok {}", served.len()));
+    assert_eq!(outcomes[2], "failed");
+
+    // The tag moves; within 60 s the policy still gets the answer it had.
+    let moved = f
+        .push(
+            &std::fs::read(policy_path("required-labels")).unwrap(),
+            &image,
+        )
+        .await
+        .unwrap();
+    assert_ne!(moved, pinned);
+    let warnings = ask().await.unwrap();
+    assert!(
+        warnings[0].starts_with(&format!("ok {digest}, ")),
+        "{warnings:?}"
+    );
+}

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -19,6 +19,7 @@ use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
 use wasmtime::component::{HasSelf, Linker};
 
+use super::answers::Answers;
 use super::{message, not_available, payload_error, CapabilityCall, PolicyContext};
 use crate::bindings::{kubernetes, HostError};
 use crate::component_host::HostState;
@@ -30,20 +31,14 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a `can_i` answer is reused, as in Kubewarden.
 const CAN_I_TTL: Duration = Duration::from_secs(5);
 
-/// Answers kept at most; past it the expired ones go, and if that is not
-/// enough, all of them (a burst of distinct questions costs API requests,
-/// never unbounded memory).
-const CAN_I_ENTRIES: usize = 4096;
-
 /// A Kubernetes client shared by every policy of a server.
 pub struct KubernetesAccess {
     client: kube::Client,
     runtime: tokio::runtime::Handle,
     /// Kind → resource, found once by discovery.
     resources: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
-    /// SubjectAccessReview spec (as JSON) → when it was answered, and the
-    /// status (as JSON). Successes only.
-    can_i: Mutex<HashMap<String, (Instant, String)>>,
+    /// SubjectAccessReview spec (as JSON) → its status (as JSON).
+    can_i: Answers,
 }
 
 impl std::fmt::Debug for KubernetesAccess {
@@ -81,7 +76,7 @@ impl KubernetesAccess {
             client,
             runtime,
             resources: Mutex::new(HashMap::new()),
-            can_i: Mutex::new(HashMap::new()),
+            can_i: Answers::new(CAN_I_TTL),
         }
     }
 
@@ -92,34 +87,25 @@ impl KubernetesAccess {
         spec: SubjectAccessReviewSpec,
         disable_cache: bool,
     ) -> Result<String, HostError> {
-        let key = serde_json::to_string(&spec).map_err(failed)?;
-        if !disable_cache {
-            let answers = self.can_i.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((at, status)) = answers.get(&key) {
-                if at.elapsed() < CAN_I_TTL {
-                    return Ok(status.clone());
-                }
-            }
-        }
-        let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
-        let review = SubjectAccessReview {
-            spec,
-            ..SubjectAccessReview::default()
+        let question = serde_json::to_string(&spec).map_err(failed)?;
+        let ask = || {
+            let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
+            let review = SubjectAccessReview {
+                spec,
+                ..SubjectAccessReview::default()
+            };
+            let created =
+                self.run(async move { api.create(&PostParams::default(), &review).await })?;
+            let status = created
+                .status
+                .ok_or_else(|| failed("Kubernetes API: the SubjectAccessReview has no status"))?;
+            serde_json::to_string(&status).map_err(failed)
         };
-        let created = self.run(async move { api.create(&PostParams::default(), &review).await })?;
-        let status = created
-            .status
-            .ok_or_else(|| failed("Kubernetes API: the SubjectAccessReview has no status"))?;
-        let status = serde_json::to_string(&status).map_err(failed)?;
-        let mut answers = self.can_i.lock().unwrap_or_else(PoisonError::into_inner);
-        if answers.len() >= CAN_I_ENTRIES {
-            answers.retain(|_, (at, _)| at.elapsed() < CAN_I_TTL);
-            if answers.len() >= CAN_I_ENTRIES {
-                answers.clear();
-            }
+        if disable_cache {
+            ask()
+        } else {
+            self.can_i.get_or_ask(question, ask)
         }
-        answers.insert(key, (Instant::now(), status.clone()));
-        Ok(status)
     }
 
     /// One object as JSON text.
@@ -219,18 +205,7 @@ impl KubernetesAccess {
         F: std::future::Future<Output = Result<T, kube::Error>> + Send + 'static,
         T: Send + 'static,
     {
-        let task = self
-            .runtime
-            .spawn(async move { tokio::time::timeout(CALL_TIMEOUT, call).await });
-        match futures::executor::block_on(task) {
-            Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(e))) => Err(failed(format!("Kubernetes API: {e}"))),
-            Ok(Err(_)) => Err(failed(format!(
-                "Kubernetes API: no answer within {} s",
-                CALL_TIMEOUT.as_secs()
-            ))),
-            Err(e) => Err(failed(format!("Kubernetes call failed: {e}"))),
-        }
+        super::wait_for(&self.runtime, CALL_TIMEOUT, "Kubernetes API", call)
     }
 }
 

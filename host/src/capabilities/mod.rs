@@ -11,6 +11,7 @@
 //! implementation, the waPC answer and the linking. Adding a capability is
 //! adding a file, a [`Capability`] and its [`CapabilityCall`]s here.
 
+mod answers;
 mod crypto;
 mod kubernetes;
 pub(crate) mod log;
@@ -27,6 +28,7 @@ use crate::component_host::HostState;
 use crate::metadata::ContextAwareResource;
 
 pub use kubernetes::KubernetesAccess;
+pub use oci::OciAccess;
 
 /// What every evaluation of one policy shares: who it is and what it may reach.
 #[derive(Debug)]
@@ -36,6 +38,8 @@ pub(crate) struct PolicyContext {
     /// The cluster, for context-aware policies (none: "not available").
     pub kubernetes: Option<Arc<KubernetesAccess>>,
     pub context_aware: Vec<ContextAwareResource>,
+    /// The registries, for the `oci` look-ups (none: "not available").
+    pub oci: Option<Arc<OciAccess>>,
 }
 
 /// A capability interface of the `palisade:policy` package.
@@ -82,6 +86,7 @@ pub enum CapabilityCall {
     KubernetesCanI,
     OciManifestDigest,
     OciManifest,
+    OciManifestConfig,
     OciVerify,
     OciVerifyV1,
     NetDnsLookupHost,
@@ -90,13 +95,14 @@ pub enum CapabilityCall {
 
 impl CapabilityCall {
     /// Every call, in a stable order.
-    pub const ALL: [CapabilityCall; 10] = [
+    pub const ALL: [CapabilityCall; 11] = [
         Self::KubernetesGetResource,
         Self::KubernetesListByNamespace,
         Self::KubernetesListAll,
         Self::KubernetesCanI,
         Self::OciManifestDigest,
         Self::OciManifest,
+        Self::OciManifestConfig,
         Self::OciVerify,
         Self::OciVerifyV1,
         Self::NetDnsLookupHost,
@@ -116,9 +122,11 @@ impl CapabilityCall {
             | Self::KubernetesListByNamespace
             | Self::KubernetesListAll
             | Self::KubernetesCanI => Capability::Kubernetes,
-            Self::OciManifestDigest | Self::OciManifest | Self::OciVerify | Self::OciVerifyV1 => {
-                Capability::Oci
-            }
+            Self::OciManifestDigest
+            | Self::OciManifest
+            | Self::OciManifestConfig
+            | Self::OciVerify
+            | Self::OciVerifyV1 => Capability::Oci,
             Self::NetDnsLookupHost => Capability::Net,
             Self::CryptoIsCertificateTrusted => Capability::Crypto,
         }
@@ -133,6 +141,7 @@ impl CapabilityCall {
             Self::KubernetesCanI => "kubernetes/can_i",
             Self::OciManifestDigest => "oci/v1/manifest_digest",
             Self::OciManifest => "oci/v1/oci_manifest",
+            Self::OciManifestConfig => "oci/v1/oci_manifest_config",
             Self::OciVerify => "oci/v2/verify",
             Self::OciVerifyV1 => "oci/v1/verify",
             Self::NetDnsLookupHost => "net/v1/dns_lookup_host",
@@ -245,6 +254,33 @@ fn pattern_matches(pattern: &str, path: &str) -> bool {
     }
 }
 
+/// Runs `call` on `runtime` and waits for it, at most `timeout`: host
+/// functions are synchronous (they run inside a wasm call on a blocking
+/// thread), the clients they use are async. `remote` names what was called
+/// in the errors the policy gets.
+pub(crate) fn wait_for<T, E, F>(
+    runtime: &tokio::runtime::Handle,
+    timeout: std::time::Duration,
+    remote: &str,
+    call: F,
+) -> Result<T, HostError>
+where
+    F: std::future::Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: fmt::Display + Send + 'static,
+{
+    let task = runtime.spawn(async move { tokio::time::timeout(timeout, call).await });
+    match futures::executor::block_on(task) {
+        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(Err(e))) => Err(HostError::Failed(format!("{remote}: {e}"))),
+        Ok(Err(_)) => Err(HostError::Failed(format!(
+            "{remote}: no answer within {} s",
+            timeout.as_secs()
+        ))),
+        Err(e) => Err(HostError::Failed(format!("{remote} call failed: {e}"))),
+    }
+}
+
 /// The answer of capabilities whose backend is not wired into this host.
 pub(crate) fn not_available(call: CapabilityCall) -> HostError {
     HostError::NotAvailable(format!(
@@ -300,7 +336,7 @@ pub(crate) fn answer_wapc(
     context.grants.check(call).map_err(message)?;
     match call.capability() {
         Capability::Kubernetes => kubernetes::wapc(call, context, payload),
-        Capability::Oci => oci::wapc(call),
+        Capability::Oci => oci::wapc(call, context, payload),
         Capability::Net => net::wapc(call, payload),
         Capability::Crypto => crypto::wapc(payload),
     }
@@ -384,13 +420,14 @@ mod tests {
 
     /// Kubewarden's host callbacks, as its reference lists them
     /// (namespace, operation).
-    const KUBEWARDEN_CALLBACKS: [(&str, &str); 10] = [
+    const KUBEWARDEN_CALLBACKS: [(&str, &str); 11] = [
         ("kubernetes", "list_resources_by_namespace"),
         ("kubernetes", "list_resources_all"),
         ("kubernetes", "get_resource"),
         ("kubernetes", "can_i"),
         ("oci", "v1/manifest_digest"),
         ("oci", "v1/oci_manifest"),
+        ("oci", "v1/oci_manifest_config"),
         ("oci", "v1/verify"),
         ("oci", "v2/verify"),
         ("net", "v1/dns_lookup_host"),
@@ -403,6 +440,7 @@ mod tests {
             grants,
             kubernetes: None,
             context_aware: Vec::new(),
+            oci: None,
         }
     }
 

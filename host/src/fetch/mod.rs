@@ -244,6 +244,22 @@ impl Fetcher {
         result
     }
 
+    /// The manifest digest of `image` (`registry/repo:tag`, short names as
+    /// Docker resolves them), with this fetcher's sources and credentials.
+    pub async fn manifest_digest(&self, image: &str) -> Result<String, FetchError> {
+        registry::manifest_digest(&self.inner, image).await
+    }
+
+    /// The manifest or image index of `image`, as JSON text.
+    pub async fn manifest(&self, image: &str) -> Result<String, FetchError> {
+        registry::manifest(&self.inner, image).await
+    }
+
+    /// `{"manifest", "digest", "config"}` of `image`.
+    pub async fn manifest_and_config(&self, image: &str) -> Result<serde_json::Value, FetchError> {
+        registry::manifest_and_config(&self.inner, image).await
+    }
+
     /// Pushes a policy to a registry reference; returns the reference pinned
     /// to the pushed manifest's digest (`host/repo@sha256:...`).
     pub async fn push(&self, wasm: &[u8], reference: &str) -> Result<String, FetchError> {

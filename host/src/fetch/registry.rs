@@ -103,6 +103,62 @@ fn oci_error(reference: &str, error: OciDistributionError) -> FetchError {
     }
 }
 
+/// The digest of an image's manifest (`sha256:...`), as the registry says.
+pub(super) async fn manifest_digest(inner: &Inner, image: &str) -> Result<String, FetchError> {
+    let reference = parse(image)?;
+    let auth = auth(inner, &reference);
+    inner
+        .oci
+        .fetch_manifest_digest(&reference, &auth)
+        .await
+        .map_err(|e| oci_error(image, e))
+}
+
+/// An image's manifest or image index, as the JSON text the registry served.
+pub(super) async fn manifest(inner: &Inner, image: &str) -> Result<String, FetchError> {
+    let reference = parse(image)?;
+    let auth = auth(inner, &reference);
+    let (bytes, _digest) = inner
+        .oci
+        .pull_manifest_raw(
+            &reference,
+            &auth,
+            &[
+                oci_client::manifest::OCI_IMAGE_MEDIA_TYPE,
+                oci_client::manifest::OCI_IMAGE_INDEX_MEDIA_TYPE,
+                oci_client::manifest::IMAGE_MANIFEST_MEDIA_TYPE,
+                oci_client::manifest::IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+            ],
+        )
+        .await
+        .map_err(|e| oci_error(image, e))?;
+    String::from_utf8(bytes.to_vec()).map_err(|e| FetchError::Other {
+        url: image.to_owned(),
+        reason: format!("the manifest is not UTF-8: {e}"),
+    })
+}
+
+/// An image's manifest (an index resolved for this platform), its digest
+/// and its configuration, as Kubewarden's `oci_manifest_config` answers.
+pub(super) async fn manifest_and_config(
+    inner: &Inner,
+    image: &str,
+) -> Result<serde_json::Value, FetchError> {
+    let reference = parse(image)?;
+    let auth = auth(inner, &reference);
+    let (manifest, digest, config) = inner
+        .oci
+        .pull_manifest_and_config(&reference, &auth)
+        .await
+        .map_err(|e| oci_error(image, e))?;
+    let config: serde_json::Value =
+        serde_json::from_str(&config).map_err(|e| FetchError::Other {
+            url: image.to_owned(),
+            reason: format!("the image configuration is not JSON: {e}"),
+        })?;
+    Ok(serde_json::json!({"manifest": manifest, "digest": digest, "config": config}))
+}
+
 /// Pulls a policy. A digest-pinned reference whose module is stored is
 /// answered from the store; a tag is resolved to a digest every time.
 pub(super) async fn pull(inner: &Inner, name: &str) -> Result<FetchedModule, FetchError> {

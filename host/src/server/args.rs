@@ -209,6 +209,7 @@ impl ServerArgs {
                 memory_bytes: policy_memory_mib.saturating_mul(1 << 20),
                 continue_on_errors: *continue_on_errors,
                 kubernetes: None,
+                oci: None,
             },
             always_accept_namespace: always_accept_admission_reviews_on_namespace.clone(),
             max_body_bytes: *max_request_bytes,

@@ -104,6 +104,7 @@ impl ServerOptions {
                 memory_bytes: crate::DEFAULT_MEMORY_BYTES,
                 continue_on_errors: false,
                 kubernetes: None,
+                oci: None,
             },
             always_accept_namespace: None,
             max_body_bytes: 3 << 20,
@@ -194,7 +195,7 @@ pub async fn start_with_set(
 }
 
 async fn start_with(
-    options: ServerOptions,
+    mut options: ServerOptions,
     preloaded: Option<PolicySet>,
 ) -> Result<RunningServer, ServerError> {
     let engine = PolicyEngine::new(EngineConfig {
@@ -203,6 +204,13 @@ async fn start_with(
         ..EngineConfig::default()
     })?;
     let fetcher = Fetcher::new(options.fetch.clone())?;
+    // Policies look images up with the server's own sources and credentials.
+    options.load.oci.get_or_insert_with(|| {
+        Arc::new(crate::OciAccess::new(
+            fetcher.clone(),
+            tokio::runtime::Handle::current(),
+        ))
+    });
     let loader = match &options.cache_dir {
         Some(dir) => PolicyLoader::with_cache(engine, CompileCache::new(dir)?),
         None => PolicyLoader::new(engine),

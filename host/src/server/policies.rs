@@ -10,11 +10,11 @@ use kube_core::response::{StatusCause, StatusDetails};
 
 use super::config::{ConfigError, Entry, ModuleSpec, PoliciesConfig, PolicyMode};
 use super::expression::Expr;
-use crate::KubernetesAccess;
 use crate::{
     AdmissionResponse, Grants, LoadedPolicy, PolicyConfig, PolicyLimits, PolicyLoader,
     PolicyRequest,
 };
+use crate::{KubernetesAccess, OciAccess};
 
 /// Where each module reference of a configuration was fetched to, or why it
 /// could not be.
@@ -33,6 +33,8 @@ pub struct LoadOptions {
     /// The cluster context-aware policies read (none: their `kubernetes`
     /// calls answer "not available").
     pub kubernetes: Option<Arc<KubernetesAccess>>,
+    /// The registries the `oci` look-ups ask (none: "not available").
+    pub oci: Option<Arc<OciAccess>>,
 }
 
 /// Which endpoint a request came through.
@@ -296,6 +298,7 @@ impl Loading<'_> {
                     memory_bytes: options.memory_bytes,
                 },
                 kubernetes: options.kubernetes.clone(),
+                oci: options.oci.clone(),
                 context_aware: spec.context_aware_resources.clone(),
             };
             let loaded = loader.load_file(path, config).map_err(|e| e.to_string())?;
