@@ -33,22 +33,22 @@ fn review_json(namespace: &str) -> Vec<u8> {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn policies_read_the_cluster_only_for_the_resources_they_declared() {
-    let server = common::ApiServer::start().await;
-    let client = server.client();
-    for (name, labels) in [("labelled", json!({"team": "a"})), ("bare", json!({}))] {
-        common::create_namespace(&client, name, labels).await;
-    }
-
-    let module = common::policy_path("namespace-labels");
+/// An in-process policy-server for `policies` (YAML, `{0}` the path of
+/// `module`) whose context-aware calls reach `client`'s cluster; its base URL.
+async fn serve_with_cluster(
+    client: &kube::Client,
+    module: &str,
+    policies: &str,
+) -> (
+    palisade_host::server::RunningServer,
+    String,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
+    let module = common::policy_path(module);
     let policies = common::server::write_policies(
         dir.path(),
-        &format!(
-            "declared:\n  module: file://{0}\n  settings: {{labels: [team]}}\n  hostCapabilities: [kubernetes/get_resource]\n  contextAwareResources:\n  - {{apiVersion: v1, kind: Namespace}}\nundeclared:\n  module: file://{0}\n  settings: {{labels: [team]}}\n  hostCapabilities: [kubernetes/get_resource]\nkubewarden-style:\n  module: file://{0}\n  settings: {{labels: [team]}}\n  contextAwareResources:\n  - {{apiVersion: v1, kind: Namespace}}\n",
-            module.display()
-        ),
+        &policies.replace("{0}", &module.display().to_string()),
     );
     let mut options = common::server::options(dir.path(), policies);
     options.load.kubernetes = Some(Arc::new(KubernetesAccess::new(
@@ -57,6 +57,23 @@ async fn policies_read_the_cluster_only_for_the_resources_they_declared() {
     )));
     let policy_server = palisade_host::server::start(options).await.unwrap();
     let base = format!("http://127.0.0.1:{}", policy_server.addr.port());
+    (policy_server, base, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_read_the_cluster_only_for_the_resources_they_declared() {
+    let server = common::ApiServer::start().await;
+    let client = server.client();
+    for (name, labels) in [("labelled", json!({"team": "a"})), ("bare", json!({}))] {
+        common::create_namespace(&client, name, labels).await;
+    }
+
+    let (policy_server, base, _dir) = serve_with_cluster(
+        &client,
+        "namespace-labels",
+        "declared:\n  module: file://{0}\n  settings: {labels: [team]}\n  hostCapabilities: [kubernetes/get_resource]\n  contextAwareResources:\n  - {apiVersion: v1, kind: Namespace}\nundeclared:\n  module: file://{0}\n  settings: {labels: [team]}\n  hostCapabilities: [kubernetes/get_resource]\nkubewarden-style:\n  module: file://{0}\n  settings: {labels: [team]}\n  contextAwareResources:\n  - {apiVersion: v1, kind: Namespace}\n",
+    )
+    .await;
     let http = common::server::plain_client();
     let ask = |policy: &str, namespace: &str| {
         let request = http
@@ -144,23 +161,13 @@ async fn can_i_answers_with_the_api_servers_rbac_decision_and_reuses_it() {
         {"can_i": review("delete")},
         {"can_i": review("create")},
     ]});
-    let dir = tempfile::tempdir().unwrap();
-    let module = common::policy_path("host-calls");
-    let policies = common::server::write_policies(
-        dir.path(),
-        &format!(
-            // host-calls imports oci and crypto too: each needs a grant to link.
-            "granted:\n  module: file://{0}\n  settings: {calls}\n  hostCapabilities: [kubernetes/can_i, oci/v1/manifest_digest, crypto/*]\nungranted:\n  module: file://{0}\n  settings: {calls}\n  hostCapabilities: [kubernetes/get_resource, oci/v1/manifest_digest, crypto/*]\n",
-            module.display()
-        ),
-    );
-    let mut options = common::server::options(dir.path(), policies);
-    options.load.kubernetes = Some(Arc::new(KubernetesAccess::new(
-        client.clone(),
-        tokio::runtime::Handle::current(),
-    )));
-    let policy_server = palisade_host::server::start(options).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", policy_server.addr.port());
+    // host-calls imports oci and crypto too: each needs a grant to link.
+    let (policy_server, base, _dir) = serve_with_cluster(
+        &client,
+        "host-calls",
+        &format!("granted:\n  module: file://{{0}}\n  settings: {calls}\n  hostCapabilities: [kubernetes/can_i, oci/v1/manifest_digest, crypto/*]\nungranted:\n  module: file://{{0}}\n  settings: {calls}\n  hostCapabilities: [kubernetes/get_resource, oci/v1/manifest_digest, crypto/*]\n"),
+    )
+    .await;
     let http = common::server::plain_client();
     let warning = |policy: &str| {
         let request = http

@@ -91,11 +91,13 @@ async fn spawn(yaml: &str, extra_env: &[(&str, &str)]) -> Process {
 
 const SLOW: &str = "slow:\n  module: file://{POLICIES}/endless-loop.wasm\n  timeoutEvalSeconds: 1\nprivileged:\n  module: file://{POLICIES}/pod-privileged.wasm\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_in_flight_requests_finish() {
-    let mut p = spawn(SLOW, &[("KUBEWARDEN_WORKERS", "8")]).await;
-    let c = client(&p.ca.pem());
-    let in_flight: Vec<_> = (0..8)
+/// `n` requests to the looping policy, sent at once.
+fn ask_slow(
+    c: &reqwest::Client,
+    p: &Process,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<(u16, serde_json::Value)>> {
+    (0..n)
         .map(|_| {
             let c = c.clone();
             let url = format!("{}/validate/slow", p.base);
@@ -103,7 +105,14 @@ async fn sigterm_lets_in_flight_requests_finish() {
                 async move { post_fixture(&c, &url, "pod-create-unprivileged.json").await },
             )
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let mut p = spawn(SLOW, &[("KUBEWARDEN_WORKERS", "8")]).await;
+    let c = client(&p.ca.pem());
+    let in_flight = ask_slow(&c, &p, 8);
     tokio::time::sleep(Duration::from_millis(300)).await;
     signal(&p.child, "TERM");
     for request in in_flight {
@@ -132,15 +141,7 @@ async fn looping_policies_leave_the_server_responsive() {
     let p = spawn(&yaml, &[("KUBEWARDEN_WORKERS", "64")]).await;
     let c = client(&p.ca.pem());
     let cpus = std::thread::available_parallelism().unwrap().get();
-    let looping: Vec<_> = (0..cpus + 2)
-        .map(|_| {
-            let c = c.clone();
-            let url = format!("{}/validate/slow", p.base);
-            tokio::spawn(
-                async move { post_fixture(&c, &url, "pod-create-unprivileged.json").await },
-            )
-        })
-        .collect();
+    let looping = ask_slow(&c, &p, cpus + 2);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ready = common::server::get(format!("{}/readiness", p.probe))
         .await
