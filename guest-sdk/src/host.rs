@@ -89,6 +89,19 @@ pub mod oci {
         }
     }
 
+    /// `{"manifest", "digest", "config"}` of `image` as JSON text: its
+    /// manifest (an index resolved for the host's platform), the manifest's
+    /// digest and the image configuration.
+    pub fn manifest_config(image: &str) -> Result<String, HostError> {
+        #[cfg(target_arch = "wasm32")]
+        return crate::__wit::palisade::policy::oci::manifest_config(image).map_err(Into::into);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = image;
+            Err(super::native("oci/v1/oci_manifest_config"))
+        }
+    }
+
     /// Verifies an image's signatures: `request` and the answer are the JSON
     /// of Kubewarden's `oci/v2/verify` callback.
     pub fn verify(request: &str) -> Result<String, HostError> {

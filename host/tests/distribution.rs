@@ -456,6 +456,7 @@ async fn policies_look_images_up_through_the_servers_registry_client() {
         {"manifest_digest": image},
         {"manifest": image},
         {"manifest_digest": format!("{}/images/missing:v1", registry.host)},
+        {"manifest_config": image},
     ]})
     .to_string();
     let ask = || {
@@ -486,6 +487,7 @@ async fn policies_look_images_up_through_the_servers_registry_client() {
     // The manifest exactly as the registry serves it.
     assert_eq!(outcomes[1], format!("ok {}", served.len()));
     assert_eq!(outcomes[2], "failed");
+    assert_eq!(outcomes[3], format!("ok {digest}"));
 
     // The tag moves; within 60 s the policy still gets the answer it had.
     let moved = f

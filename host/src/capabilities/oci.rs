@@ -97,6 +97,11 @@ impl oci::Host for HostState {
             .oci_look_up(CapabilityCall::OciManifest, &image)
     }
 
+    fn manifest_config(&mut self, image: String) -> Result<String, HostError> {
+        self.context()
+            .oci_look_up(CapabilityCall::OciManifestConfig, &image)
+    }
+
     fn verify(&mut self, _request: String) -> Result<String, HostError> {
         self.unavailable(CapabilityCall::OciVerify)
     }
