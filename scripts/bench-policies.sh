@@ -69,13 +69,7 @@ start() {
 stop() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; }
 rss_mib() { awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 
-cat > "$work/request.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local f = io.open("$FIXTURES/pod-create-privileged.json", "rb")
-wrk.body = f:read("*a")
-f:close()
-LUA
+post_fixture_script pod-create-privileged "$work/request.lua"
 load() { # -> "req/s p99"
   local out
   out=$(wrk -t 2 -c 64 -d "${duration}s" --latency -s "$work/request.lua" \

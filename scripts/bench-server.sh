@@ -74,13 +74,7 @@ for transport in http tls; do
   wait_ready 3601
   wait_ready 3701
   for fixture in pod-create-unprivileged pod-create-privileged; do
-    cat > "$work/$fixture.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local f = io.open("$FIXTURES/$fixture.json", "rb")
-wrk.body = f:read("*a")
-f:close()
-LUA
+    post_fixture_script "$fixture" "$work/$fixture.lua"
     for conns in 1 8 64; do
       read -r p_rps p_p50 p_p99 p_cpu p_err < <(run_wrk "$scheme://127.0.0.1:3500/validate/pod-privileged" "$conns" "$work/$fixture.lua" "$server_pid")
       read -r n_rps n_p50 n_p99 n_cpu n_err < <(run_wrk "$scheme://127.0.0.1:3600/validate/pod-privileged" "$conns" "$work/$fixture.lua" "$native_pid")

@@ -1,7 +1,7 @@
-# Sourced by the load scripts (bench-server.sh, soak.sh): the project's
-# paths, Debian tools installed when missing, a work directory removed on
-# exit with the processes listed in `pids`, self-signed certificates, and
-# wrk's figures in ms.
+# Sourced by the load scripts (bench-server.sh, bench-policies.sh, soak.sh):
+# the project's paths, Debian tools installed when missing, a work directory
+# removed on exit with the processes listed in `pids`, self-signed
+# certificates, wrk scripts that post a fixture, and wrk's figures in ms.
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -31,6 +31,18 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+
+# post_fixture_script <fixture> <lua file>: a wrk script that POSTs
+# $FIXTURES/<fixture>.json
+post_fixture_script() {
+  cat > "$2" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("$FIXTURES/$1.json", "rb")
+wrk.body = f:read("*a")
+f:close()
+LUA
+}
 
 # self_signed <name> <common name>: $work/<name>.crt and .key for 127.0.0.1
 self_signed() {
