@@ -100,9 +100,6 @@ impl CompileCache {
     ) -> Result<(T, CompileOrigin), wasmtime::Error> {
         let path = self.artifact_path(engine, module_digest);
         if path.exists() {
-            // Read, not mapped: a mapped artifact that something truncates in
-            // place (a damaged disk, a careless tool) would kill the process
-            // with SIGBUS on the next evaluation; a read copy cannot change.
             match std::fs::read(&path)
                 .map_err(wasmtime::Error::from)
                 .and_then(|bytes| T::deserialize(engine, &bytes))
@@ -139,8 +136,8 @@ pub(crate) trait Compiled: Sized + Clone {
     fn serialize(&self) -> Result<Vec<u8>, wasmtime::Error>;
     /// Artifacts are read into memory rather than mapped: a mapped file
     /// truncated or rewritten in place would crash the process (SIGBUS).
-    /// Where code of this type is shared.
     fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Self, wasmtime::Error>;
+    /// Where code of this type is shared.
     fn shared(code: &SharedCode) -> &Mutex<HashMap<String, CodeSlot<Self>>>;
 }
 

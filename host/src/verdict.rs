@@ -127,6 +127,25 @@ fn rejection_status(message: &str, code: u16) -> Status {
     }
 }
 
+/// An `admission.k8s.io/v1` AdmissionReview answering with `response`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Review<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: &'a AdmissionResponse,
+}
+
+impl<'a> Review<'a> {
+    fn of(response: &'a AdmissionResponse) -> Self {
+        Self {
+            api_version: "admission.k8s.io/v1",
+            kind: "AdmissionReview",
+            response,
+        }
+    }
+}
+
 /// The `response` of an AdmissionReview, in the shape the API server and
 /// Kubewarden's tooling expect (the patch is base64 text, which kube's own
 /// response type does not produce).
@@ -173,30 +192,14 @@ impl AdmissionResponse {
 
     /// Wraps the response into an `admission.k8s.io/v1` AdmissionReview.
     pub fn into_review(self) -> serde_json::Value {
-        serde_json::json!({
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "response": self,
-        })
+        // Strings, numbers and maps with string keys cannot fail to serialize.
+        serde_json::to_value(Review::of(&self)).unwrap_or_default()
     }
 
     /// The AdmissionReview wrapping this response, as the JSON bytes sent
     /// to the API server (serialized directly, without a `Value` in between).
     pub fn review_json(&self) -> Vec<u8> {
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Review<'a> {
-            api_version: &'static str,
-            kind: &'static str,
-            response: &'a AdmissionResponse,
-        }
-        let review = Review {
-            api_version: "admission.k8s.io/v1",
-            kind: "AdmissionReview",
-            response: self,
-        };
-        // Strings, numbers and maps with string keys cannot fail to serialize.
-        serde_json::to_vec(&review).unwrap_or_default()
+        serde_json::to_vec(&Review::of(self)).unwrap_or_default()
     }
 
     /// The decoded JSON Patch, if any.

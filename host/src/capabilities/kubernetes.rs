@@ -87,25 +87,26 @@ impl KubernetesAccess {
         spec: SubjectAccessReviewSpec,
         disable_cache: bool,
     ) -> Result<String, HostError> {
-        let question = serde_json::to_string(&spec).map_err(failed)?;
-        let ask = || {
-            let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
-            let review = SubjectAccessReview {
-                spec,
-                ..SubjectAccessReview::default()
-            };
-            let created =
-                self.run(async move { api.create(&PostParams::default(), &review).await })?;
-            let status = created
-                .status
-                .ok_or_else(|| failed("Kubernetes API: the SubjectAccessReview has no status"))?;
-            serde_json::to_string(&status).map_err(failed)
-        };
         if disable_cache {
-            ask()
-        } else {
-            self.can_i.get_or_ask(question, ask)
+            return self.subject_access_review(spec);
         }
+        let question = serde_json::to_string(&spec).map_err(failed)?;
+        self.can_i
+            .get_or_ask(question, || self.subject_access_review(spec))
+    }
+
+    /// Creates a SubjectAccessReview; its status as JSON text.
+    fn subject_access_review(&self, spec: SubjectAccessReviewSpec) -> Result<String, HostError> {
+        let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
+        let review = SubjectAccessReview {
+            spec,
+            ..SubjectAccessReview::default()
+        };
+        let created = self.run(async move { api.create(&PostParams::default(), &review).await })?;
+        let status = created
+            .status
+            .ok_or_else(|| failed("Kubernetes API: the SubjectAccessReview has no status"))?;
+        serde_json::to_string(&status).map_err(failed)
     }
 
     /// One object as JSON text.
