@@ -82,6 +82,7 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	scripts/ensure-tools.sh
 	cargo clippy -p palisade-sdk --target wasm32-wasip1 -- -D warnings
+	cargo clippy -p palisade-sdk --features raw --target wasm32-wasip1 -- -D warnings
 
 ## policies: cargo component build + palisade annotate, into $(PALISADE_POLICY_DIR)
 policies:

@@ -18,6 +18,13 @@ packages=()
 for p in "${policies[@]}" "${test_only[@]}"; do packages+=(-p "$p"); done
 echo "==> cargo component build --release ${packages[*]}"
 cargo component build --release "${packages[@]}"
+# Raw policies apart: their SDK feature `raw` (the `raw-policy` world) would
+# unify into the Kubernetes policies' build.
+raw_policies=(raw-access)
+for p in "${raw_policies[@]}"; do
+  echo "==> cargo component build --release -p $p"
+  cargo component build --release -p "$p"
+done
 
 echo "==> building the palisade CLI to annotate them (a few minutes the first time)"
 cargo build --release -p palisade-host --bin palisade
@@ -26,7 +33,7 @@ palisade="$CARGO_TARGET_DIR/release/palisade"
 out="$CARGO_TARGET_DIR/policies"
 mkdir -p "$out"
 built="$CARGO_TARGET_DIR/wasm32-wasip1/release"
-for p in "${policies[@]}"; do
+for p in "${policies[@]}" "${raw_policies[@]}"; do
   "$palisade" annotate "$built/${p//-/_}.wasm" \
     --metadata "sample-policies/$p/metadata.yml" --output "$out/$p.wasm"
 done
@@ -45,6 +52,8 @@ cargo build --release --manifest-path "$legacy" --target wasm32-unknown-unknown 
   --metadata sample-policies/legacy/pod-privileged-wapc/metadata.yml --output "$out/pod-privileged-wapc-unknown.wasm"
 "$palisade" annotate "$CARGO_TARGET_DIR/wasm32-wasip1/release/pod-privileged-wasi.wasm" \
   --metadata sample-policies/legacy/pod-privileged-wasi/metadata.yml --output "$out/pod-privileged-wasi.wasm"
+"$palisade" annotate "$CARGO_TARGET_DIR/wasm32-wasip1/release/raw_access_wapc.wasm" \
+  --metadata sample-policies/legacy/raw-access-wapc/metadata.yml --output "$out/raw-access-wapc.wasm"
 
 echo "==> policies in $out:"
 ls -l "$out"

@@ -2,7 +2,7 @@
 //! harness calls the same functions, so tests exercise the code path the
 //! component runs.
 
-use crate::{reject, settings, Policy, Request, Response};
+use crate::{reject, settings, Policy, RawPolicy, Request, Response};
 
 /// Code of the rejection returned when a policy fails to decide.
 pub const POLICY_ERROR_CODE: u16 = 500;
@@ -25,12 +25,46 @@ pub fn validate_settings<P: Policy>(settings: &str) -> Result<(), String> {
     P::validate_settings(&parsed)
 }
 
-#[cfg(target_arch = "wasm32")]
+/// Parses the settings and the document, then runs [`RawPolicy::validate`];
+/// a document of the wrong shape is the client's error (400), a failing
+/// policy the policy's (500).
+pub fn validate_raw<P: RawPolicy>(document: &str, settings: &str) -> Response {
+    let settings = match settings::parse::<P::Settings>(settings) {
+        Ok(s) => s,
+        Err(e) => return reject(e, POLICY_ERROR_CODE),
+    };
+    let document = match serde_json::from_str::<P::Request>(document) {
+        Ok(d) => d,
+        Err(e) => {
+            return reject(
+                format!("the document is not what the policy expects: {e}"),
+                crate::MALFORMED_DOCUMENT_CODE,
+            )
+        }
+    };
+    match P::validate(&document, &settings) {
+        Ok(response) => response,
+        Err(e) => reject(format!("policy error: {e}"), POLICY_ERROR_CODE),
+    }
+}
+
+/// Parses the settings and runs [`RawPolicy::validate_settings`].
+pub fn validate_raw_settings<P: RawPolicy>(settings: &str) -> Result<(), String> {
+    let parsed = settings::parse::<P::Settings>(settings)?;
+    P::validate_settings(&parsed)
+}
+
+#[cfg(all(target_arch = "wasm32", not(feature = "raw")))]
 pub fn validate_wit<P: Policy>(
     request: crate::__wit::AdmissionRequest,
     settings: &str,
 ) -> crate::__wit::ValidationResponse {
-    let response = validate::<P>(&from_wit(request), settings);
+    to_wit(validate::<P>(&from_wit(request), settings))
+}
+
+/// The WIT record of a response.
+#[cfg(target_arch = "wasm32")]
+pub fn to_wit(response: Response) -> crate::__wit::ValidationResponse {
     crate::__wit::ValidationResponse {
         accepted: response.accepted,
         message: response.message,
@@ -41,7 +75,7 @@ pub fn validate_wit<P: Policy>(
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(feature = "raw")))]
 fn from_wit(r: crate::__wit::AdmissionRequest) -> Request {
     use crate::__wit::palisade::policy::types as wit;
     use crate::{GroupVersionKind, GroupVersionResource, Operation, UserInfo};
@@ -129,6 +163,74 @@ mod tests {
             }
             Ok(())
         }
+    }
+
+    #[derive(Deserialize)]
+    struct Order {
+        quantity: u32,
+        #[serde(default)]
+        priority: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    struct OrderLimits {
+        max: u32,
+    }
+
+    struct Orders;
+
+    impl RawPolicy for Orders {
+        type Request = Order;
+        type Settings = OrderLimits;
+
+        fn validate(order: &Order, limits: &OrderLimits) -> crate::Result<Response> {
+            if order.quantity > limits.max {
+                return Ok(reject(
+                    format!("{} is over {}", order.quantity, limits.max),
+                    403,
+                ));
+            }
+            match &order.priority {
+                Some(_) => Ok(accept()),
+                None => Ok(crate::mutate(
+                    &serde_json::json!({"quantity": order.quantity, "priority": "normal"}),
+                )?),
+            }
+        }
+
+        fn validate_settings(limits: &OrderLimits) -> Result<(), String> {
+            (limits.max > 0)
+                .then_some(())
+                .ok_or_else(|| "max must be positive".into())
+        }
+    }
+
+    #[test]
+    fn raw_documents_are_parsed_then_decided() {
+        let settings = r#"{"max": 5}"#;
+        let over = validate_raw::<Orders>(r#"{"quantity": 9, "priority": "high"}"#, settings);
+        assert_eq!(over.code(), Some(403));
+        assert_eq!(over.message(), Some("9 is over 5"));
+        assert!(
+            validate_raw::<Orders>(r#"{"quantity": 2, "priority": "high"}"#, settings)
+                .is_accepted()
+        );
+        let mutated = validate_raw::<Orders>(r#"{"quantity": 2}"#, settings);
+        assert!(mutated.is_accepted() && mutated.is_mutation());
+        // A document of the wrong shape is the client's error, not the policy's.
+        let malformed = validate_raw::<Orders>(r#"{"qty": 2}"#, settings);
+        assert_eq!(malformed.code(), Some(crate::MALFORMED_DOCUMENT_CODE));
+        assert!(malformed
+            .message()
+            .unwrap()
+            .contains("missing field `quantity`"));
+        let bad_settings = validate_raw::<Orders>(r#"{"quantity": 2}"#, "[]");
+        assert_eq!(bad_settings.code(), Some(POLICY_ERROR_CODE));
+        assert_eq!(
+            validate_raw_settings::<Orders>(r#"{"max": 0}"#),
+            Err("max must be positive".into())
+        );
+        assert_eq!(validate_raw_settings::<Orders>(settings), Ok(()));
     }
 
     fn request(object: Option<&str>) -> Request {

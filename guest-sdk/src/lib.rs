@@ -27,8 +27,14 @@
 //! the harness in `palisade_sdk::testing` (enable the `testing` feature in
 //! `[dev-dependencies]` so it stays out of the policy binary).
 //!
+//! A raw policy, which decides on any JSON document POSTed to
+//! `/validate_raw` rather than on Kubernetes requests, implements
+//! [`RawPolicy`] and is exported with [`export_raw_policy!`] (enable the
+//! `raw` feature).
+//!
 //! Crate features: `k8s` re-exports typed Kubernetes objects
-//! (k8s-openapi) as [`k8s`]; `testing` adds the native test harness.
+//! (k8s-openapi) as [`k8s`]; `testing` adds the native test harness; `raw`
+//! builds a raw policy (the `raw-policy` world) instead of a Kubernetes one.
 
 #[doc(hidden)]
 pub mod dispatch;
@@ -60,6 +66,10 @@ pub use request::{GroupVersionKind, GroupVersionResource, Operation, Request, Us
 pub use response::{accept, mutate, reject, Response};
 pub use settings::NoSettings;
 
+/// Code of the rejection of a raw document that does not parse as the
+/// policy's [`RawPolicy::Request`].
+pub const MALFORMED_DOCUMENT_CODE: u16 = 400;
+
 /// The error a policy may return from [`Policy::validate`]: anything that
 /// converts with `?`. The request is then rejected with code 500 and the
 /// error's text.
@@ -85,11 +95,53 @@ pub trait Policy {
     }
 }
 
+/// A policy for raw JSON documents (Kubewarden's raw policies), served on
+/// `/validate_raw`.
+///
+/// ```
+/// use palisade_sdk::{accept, reject, NoSettings, RawPolicy, Response};
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct Order {
+///     quantity: u32,
+/// }
+///
+/// struct SmallOrders;
+///
+/// impl RawPolicy for SmallOrders {
+///     type Request = Order;
+///     type Settings = NoSettings;
+///
+///     fn validate(order: &Order, _: &NoSettings) -> palisade_sdk::Result<Response> {
+///         Ok(if order.quantity > 10 { reject("at most 10", 403) } else { accept() })
+///     }
+/// }
+/// ```
+pub trait RawPolicy {
+    /// The document, parsed from the JSON the client sent. A document that
+    /// does not parse as this type is rejected with code 400 before
+    /// [`RawPolicy::validate`] runs.
+    type Request: serde::de::DeserializeOwned;
+    /// The policy's settings, as for [`Policy::Settings`].
+    type Settings: serde::de::DeserializeOwned;
+
+    /// Decides on one document. [`mutate`] takes the whole document after
+    /// the change.
+    fn validate(request: &Self::Request, settings: &Self::Settings) -> Result<Response>;
+
+    /// Checks settings once, before any document is evaluated.
+    fn validate_settings(_settings: &Self::Settings) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// Exports a [`Policy`] as the policy component's `validate` and
 /// `validate-settings` functions. Use it once, at the crate root.
 ///
 /// On targets other than wasm32 it expands to nothing, so the policy crate
 /// also builds natively for unit tests.
+#[cfg(not(feature = "raw"))]
 #[macro_export]
 macro_rules! export_policy {
     ($policy:ty) => {
@@ -114,6 +166,62 @@ macro_rules! export_policy {
 
     $crate::__wit::__export_policy_world!(PalisadeExport with_types_in $crate::__wit);
         };
+    };
+}
+
+/// With the `raw` feature the component is of the `raw-policy` world, which
+/// a Kubernetes policy cannot export.
+#[cfg(feature = "raw")]
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        ::core::compile_error!("export_policy! exports a Kubernetes policy, but palisade-sdk's `raw` feature is on: use export_raw_policy! for a raw policy, or build this crate apart from raw policies (features unify within one cargo invocation)");
+    };
+}
+
+/// Exports a [`RawPolicy`] as the raw-policy component's `validate-raw` and
+/// `validate-settings` functions. Needs the SDK's `raw` feature. Use it
+/// once, at the crate root; on targets other than wasm32 it expands to
+/// nothing.
+#[cfg(feature = "raw")]
+#[macro_export]
+macro_rules! export_raw_policy {
+    ($policy:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct PalisadeExport;
+
+            impl $crate::__wit::Guest for PalisadeExport {
+                fn validate_raw(
+                    request: ::std::string::String,
+                    settings: ::std::string::String,
+                ) -> $crate::__wit::ValidationResponse {
+                    $crate::dispatch::to_wit($crate::dispatch::validate_raw::<$policy>(
+                        &request, &settings,
+                    ))
+                }
+
+                fn validate_settings(
+                    settings: ::std::string::String,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::dispatch::validate_raw_settings::<$policy>(&settings)
+                }
+            }
+
+    $crate::__wit::__export_raw_policy_world!(PalisadeExport with_types_in $crate::__wit);
+        };
+    };
+}
+
+/// Without the `raw` feature the component is of the `policy` world, which
+/// a raw policy cannot export.
+#[cfg(not(feature = "raw"))]
+#[macro_export]
+macro_rules! export_raw_policy {
+    ($policy:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        ::core::compile_error!("export_raw_policy! needs palisade-sdk's `raw` feature: palisade-sdk = { version = \"0.1\", features = [\"raw\"] }");
     };
 }
 

@@ -33,8 +33,8 @@ use serde::Deserialize;
 
 use crate::log::Level;
 use crate::{
-    dispatch, GroupVersionKind, GroupVersionResource, Operation, Policy, Request, Response,
-    UserInfo,
+    dispatch, GroupVersionKind, GroupVersionResource, Operation, Policy, RawPolicy, Request,
+    Response, UserInfo,
 };
 
 /// Evaluates `request` with `settings` exactly as the exported component does.
@@ -45,6 +45,21 @@ pub fn validate<P: Policy>(request: &Request, settings: serde_json::Value) -> Re
 /// Runs the settings validation exactly as the exported component does.
 pub fn validate_settings<P: Policy>(settings: serde_json::Value) -> Result<(), String> {
     dispatch::validate_settings::<P>(&settings.to_string())
+}
+
+/// Evaluates a raw `document` with `settings` exactly as the exported raw
+/// component does.
+pub fn validate_raw<P: RawPolicy>(
+    document: serde_json::Value,
+    settings: serde_json::Value,
+) -> Response {
+    dispatch::validate_raw::<P>(&document.to_string(), &settings.to_string())
+}
+
+/// Runs a raw policy's settings validation exactly as the exported raw
+/// component does.
+pub fn validate_raw_settings<P: RawPolicy>(settings: serde_json::Value) -> Result<(), String> {
+    dispatch::validate_raw_settings::<P>(&settings.to_string())
 }
 
 /// Reads an `AdmissionReview` JSON file (such as the API server sends).

@@ -50,8 +50,9 @@ pub enum LoadError {
     /// The component imports something this host does not provide at all.
     #[error("policy {policy} imports `{import}`, which this host does not provide")]
     UnknownImport { policy: String, import: String },
-    /// The component does not export the functions of the policy world.
-    #[error("policy {policy} does not implement the palisade:policy world: {reason}")]
+    /// The component does not export the functions of the `policy` world
+    /// (or of the `raw-policy` world).
+    #[error("policy {policy} does not implement the palisade:policy `policy` or `raw-policy` world: {reason}")]
     WrongWorld { policy: String, reason: String },
     /// The precompiled-artifact cache could not be used.
     #[error("precompiled cache at {path}: {error}")]
@@ -85,6 +86,10 @@ pub enum EvalError {
     /// The request given to the policy could not be prepared.
     #[error("invalid admission request: {0}")]
     InvalidRequest(String),
+    /// The policy does not evaluate this kind of request (a raw document
+    /// given to a Kubernetes component, or the reverse).
+    #[error("the policy cannot evaluate this request: {0}")]
+    WrongInput(String),
     /// The policy answered something the host cannot use (invalid mutated object...).
     #[error("policy returned an invalid response: {0}")]
     InvalidResponse(String),
@@ -106,6 +111,7 @@ impl EvalError {
             Self::Trap { .. } => "trap",
             Self::Busy(_) => "busy",
             Self::InvalidRequest(_) => "invalid_request",
+            Self::WrongInput(_) => "wrong_input",
             Self::InvalidResponse(_) => "invalid_response",
             Self::PolicyError(_) => "policy_error",
             Self::Runtime(_) => "runtime",

@@ -7,7 +7,8 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Module, Store, Trap};
 
-use crate::bindings::{self, Policy as PolicyBindings, PolicyPre};
+use crate::bindings::raw::RawPolicyPre;
+use crate::bindings::{self, PolicyPre};
 use crate::cache::{module_digest, CompileCache, CompileOrigin, Compiled, SharedCode};
 use crate::capabilities::PolicyContext;
 use crate::capabilities::{Capability, Grants};
@@ -19,6 +20,7 @@ use crate::error::{EvalError, LoadError, SettingsError};
 use crate::guest_output::StderrTail;
 use crate::limits::{MemoryCapExceeded, PolicyLimits};
 use crate::metadata::{read_metadata, ContextAwareResource, ExecutionMode, PolicyMetadata};
+use crate::raw_request::RawRequest;
 use crate::request::PolicyRequest;
 use crate::verdict::Verdict;
 
@@ -98,7 +100,21 @@ impl PolicyKind {
 
 enum Runtime {
     Component(PolicyPre<HostState>),
+    RawComponent(RawPolicyPre<HostState>),
     Core(CoreRuntime),
+}
+
+/// What a policy evaluates: Kubernetes admission requests or raw JSON
+/// documents. Components say it by their world; Kubewarden's core modules
+/// evaluate either, as they do there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyInput {
+    /// Admission requests (`/validate`, `/audit`).
+    Kubernetes,
+    /// Raw JSON documents (`/validate_raw`).
+    Raw,
+    /// Either: a waPC or WASI module, which receives both in one envelope.
+    Any,
 }
 
 /// A loaded, ready-to-evaluate policy. Cheap to share across threads.
@@ -212,7 +228,7 @@ impl PolicyLoader {
                     .compile::<Component>(wasm, &digest)
                     .map_err(|e| invalid(format!("{e:#}")))?;
                 (
-                    Runtime::Component(component_pre(engine, &component, &config)?),
+                    component_runtime(engine, &component, &config)?,
                     compile_origin,
                 )
             }
@@ -282,11 +298,12 @@ impl PolicyLoader {
     }
 }
 
-fn component_pre(
+/// A component's runtime, for the world its exports say it implements.
+fn component_runtime(
     engine: &wasmtime::Engine,
     component: &Component,
     config: &PolicyConfig,
-) -> Result<PolicyPre<HostState>, LoadError> {
+) -> Result<Runtime, LoadError> {
     check_imports(component, engine, config)?;
     let linker =
         linker_for(engine, &config.grants).map_err(|e| LoadError::Engine(e.to_string()))?;
@@ -296,9 +313,18 @@ fn component_pre(
             policy: config.id.clone(),
             import: format!("{e:#}"),
         })?;
-    PolicyPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+    let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
         policy: config.id.clone(),
         reason: format!("{e:#}"),
+    };
+    let raw = component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| name == bindings::RAW_EXPORT);
+    Ok(if raw {
+        Runtime::RawComponent(RawPolicyPre::new(instance_pre).map_err(wrong_world)?)
+    } else {
+        Runtime::Component(PolicyPre::new(instance_pre).map_err(wrong_world)?)
     })
 }
 
@@ -422,24 +448,55 @@ impl LoadedPolicy {
     /// The kind of policy.
     pub fn kind(&self) -> PolicyKind {
         match &self.runtime {
-            Runtime::Component(_) => PolicyKind::Component,
+            Runtime::Component(_) | Runtime::RawComponent(_) => PolicyKind::Component,
             Runtime::Core(core) => core.kind(),
         }
     }
 
-    /// Evaluates one request in a fresh instance.
+    /// What the policy evaluates.
+    pub fn input(&self) -> PolicyInput {
+        match &self.runtime {
+            Runtime::Component(_) => PolicyInput::Kubernetes,
+            Runtime::RawComponent(_) => PolicyInput::Raw,
+            Runtime::Core(_) => PolicyInput::Any,
+        }
+    }
+
+    /// Evaluates one admission request in a fresh instance.
     pub fn validate(&self, request: &PolicyRequest, settings: &str) -> Result<Verdict, EvalError> {
         match &self.runtime {
             Runtime::Component(pre) => {
-                let (mut store, policy) = self.instantiate(pre)?;
-                let response = policy
+                let (mut store, instance) = self.instantiate(|store| pre.instantiate(store))?;
+                let response = instance
                     .call_validate(&mut store, &request.wit, settings)
                     .map_err(|e| classify(e, self.limits, store.data().stderr()))?;
                 Verdict::from_wit(response).map_err(EvalError::InvalidResponse)
             }
+            Runtime::RawComponent(_) => Err(EvalError::WrongInput(
+                "it is a raw policy (a component of the `raw-policy` world): it evaluates JSON documents on /validate_raw, not admission requests".into(),
+            )),
             Runtime::Core(core) => {
                 core.validate(&self.env(), &request.kubewarden_json()?, settings)
             }
+        }
+    }
+
+    /// Evaluates one raw JSON document in a fresh instance. Kubewarden's
+    /// core modules receive it as they receive an admission request
+    /// (`{"request": <document>, "settings": ...}`).
+    pub fn validate_raw(&self, request: &RawRequest, settings: &str) -> Result<Verdict, EvalError> {
+        match &self.runtime {
+            Runtime::RawComponent(pre) => {
+                let (mut store, instance) = self.instantiate(|store| pre.instantiate(store))?;
+                let response = instance
+                    .call_validate_raw(&mut store, request.json(), settings)
+                    .map_err(|e| classify(e, self.limits, store.data().stderr()))?;
+                Verdict::from_wit(response).map_err(EvalError::InvalidResponse)
+            }
+            Runtime::Component(_) => Err(EvalError::WrongInput(
+                "it is a Kubernetes policy (a component of the `policy` world): it evaluates admission requests on /validate, not raw documents".into(),
+            )),
+            Runtime::Core(core) => core.validate(&self.env(), request.json(), settings),
         }
     }
 
@@ -450,8 +507,15 @@ impl LoadedPolicy {
             .map_err(|e| SettingsError::NotJson(e.to_string()))?;
         match &self.runtime {
             Runtime::Component(pre) => {
-                let (mut store, policy) = self.instantiate(pre)?;
-                policy
+                let (mut store, instance) = self.instantiate(|store| pre.instantiate(store))?;
+                instance
+                    .call_validate_settings(&mut store, settings)
+                    .map_err(|e| classify(e, self.limits, store.data().stderr()))?
+                    .map_err(SettingsError::Rejected)
+            }
+            Runtime::RawComponent(pre) => {
+                let (mut store, instance) = self.instantiate(|store| pre.instantiate(store))?;
+                instance
                     .call_validate_settings(&mut store, settings)
                     .map_err(|e| classify(e, self.limits, store.data().stderr()))?
                     .map_err(SettingsError::Rejected)
@@ -478,16 +542,17 @@ impl LoadedPolicy {
         }
     }
 
-    fn instantiate(
+    /// A fresh store under the policy's limits, and the instance
+    /// `instantiate` makes in it (of either world).
+    fn instantiate<I>(
         &self,
-        pre: &PolicyPre<HostState>,
-    ) -> Result<(Store<HostState>, PolicyBindings), EvalError> {
+        instantiate: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<I>,
+    ) -> Result<(Store<HostState>, I), EvalError> {
         let state = HostState::new(self.context.clone(), self.limits.effective_memory_bytes());
         let mut store = self.engine.store(state, self.limits.timeout);
-        let policy = pre
-            .instantiate(&mut store)
-            .map_err(|e| classify(e, self.limits, store.data().stderr()))?;
-        Ok((store, policy))
+        let instance =
+            instantiate(&mut store).map_err(|e| classify(e, self.limits, store.data().stderr()))?;
+        Ok((store, instance))
     }
 }
 

@@ -67,6 +67,12 @@ impl Verdict {
         self.respond(request.uid(), || request.object())
     }
 
+    /// Builds the response to a raw request; the JSON Patch is the diff
+    /// between the whole document and the mutated one.
+    pub fn into_raw_response(self, request: &crate::RawRequest) -> AdmissionResponse {
+        self.respond(request.uid(), || Some(request.value()))
+    }
+
     /// The response to the request with `uid` whose object `original` gives;
     /// it is only called (the object parsed) when there is a mutation.
     fn respond<'a>(
@@ -167,6 +173,22 @@ pub struct AdmissionResponse {
     pub warnings: Vec<String>,
 }
 
+/// The `response` of a raw review (see [`AdmissionResponse::raw_review_json`]).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RawResponse<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<&'a str>,
+    audit_annotations: Option<&'a BTreeMap<String, String>>,
+    warnings: Option<&'a Vec<String>>,
+}
+
 impl AdmissionResponse {
     /// A plain acceptance.
     pub fn accepted(uid: &str) -> Self {
@@ -200,6 +222,22 @@ impl AdmissionResponse {
     /// to the API server (serialized directly, without a `Value` in between).
     pub fn review_json(&self) -> Vec<u8> {
         serde_json::to_vec(&Review::of(self)).unwrap_or_default()
+    }
+
+    /// The answer to a `/validate_raw` request, as Kubewarden's clients read
+    /// it: `{"response": ...}` with `auditAnnotations` and `warnings` always
+    /// present (`null` when empty).
+    pub fn raw_review_json(&self) -> Vec<u8> {
+        let response = RawResponse {
+            uid: &self.uid,
+            allowed: self.allowed,
+            status: self.status.as_ref(),
+            patch_type: self.patch_type,
+            patch: self.patch.as_deref(),
+            audit_annotations: Some(&self.audit_annotations).filter(|a| !a.is_empty()),
+            warnings: Some(&self.warnings).filter(|w| !w.is_empty()),
+        };
+        serde_json::to_vec(&serde_json::json!({ "response": response })).unwrap_or_default()
     }
 
     /// The decoded JSON Patch, if any.
@@ -264,6 +302,40 @@ mod tests {
         let bytes = response.review_json();
         let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(parsed, response.into_review());
+    }
+
+    #[test]
+    fn raw_answers_have_kubewardens_shape() {
+        let accepted: serde_json::Value =
+            serde_json::from_slice(&AdmissionResponse::accepted("").raw_review_json()).unwrap();
+        assert_eq!(
+            accepted,
+            json!({"response": {"uid": "", "allowed": true, "auditAnnotations": null, "warnings": null}})
+        );
+        let mut rejected = AdmissionResponse::rejected("u", "no", 403);
+        rejected.warnings.push("careful".into());
+        let rejected: serde_json::Value =
+            serde_json::from_slice(&rejected.raw_review_json()).unwrap();
+        assert_eq!(rejected["response"]["status"]["message"], "no");
+        assert_eq!(rejected["response"]["status"]["code"], 403);
+        assert_eq!(rejected["response"]["warnings"], json!(["careful"]));
+    }
+
+    #[test]
+    fn raw_mutations_are_diffed_against_the_whole_document() {
+        let request =
+            crate::RawRequest::from_document(r#"{"uid": "r1", "user": "alice"}"#).unwrap();
+        let verdict = Verdict {
+            accepted: true,
+            mutated_object: Some(json!({"uid": "r1", "user": "alice", "action": "read"})),
+            ..Verdict::default()
+        };
+        let response = verdict.into_raw_response(&request);
+        assert_eq!(response.uid, "r1");
+        assert_eq!(
+            serde_json::to_value(response.decoded_patch().unwrap()).unwrap(),
+            json!([{"op": "add", "path": "/action", "value": "read"}])
+        );
     }
 
     #[test]

@@ -155,9 +155,55 @@ fn clear_errors() {
 }
 
 #[test]
+fn run_raw_evaluates_a_raw_request_with_either_kind_of_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = dir.path().join("raw.json");
+    std::fs::write(
+        &request,
+        r#"{"request": {"uid": "r-9", "user": "alice", "resource": "orders"}}"#,
+    )
+    .unwrap();
+    let settings =
+        r#"{"allowedUsers": ["alice"], "allowedActions": ["read"], "defaultAction": "read"}"#;
+    let mut answers = Vec::new();
+    for policy in ["raw-access", "raw-access-wapc"] {
+        let out = ok_stdout(&[
+            "run",
+            &path(policy_path(policy)),
+            "--raw",
+            "-r",
+            &path(request.clone()),
+            "--settings-json",
+            settings,
+        ]);
+        let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(answer["response"]["uid"], "r-9", "{policy}: {answer}");
+        assert_eq!(answer["response"]["allowed"], true, "{policy}: {answer}");
+        assert_eq!(
+            answer["response"]["patchType"], "JSONPatch",
+            "{policy}: {answer}"
+        );
+        answers.push(answer);
+    }
+    assert_eq!(answers[0], answers[1]);
+
+    let err = failure_stderr(&[
+        "run",
+        &path(policy_path("pod-privileged")),
+        "--raw",
+        "-r",
+        &path(request),
+    ]);
+    assert!(err.contains("it is a Kubernetes policy"), "{err}");
+}
+
+#[test]
 fn inspect_shows_kind_capabilities_and_metadata() {
     let out = ok_stdout(&["inspect", &path(policy_path("pod-privileged"))]);
-    assert!(out.contains("kind:         component"), "{out}");
+    assert!(
+        out.contains("kind:         component (policy world"),
+        "{out}"
+    );
     assert!(out.contains("capabilities: none"), "{out}");
     assert!(
         out.contains("io.kubewarden.policy.title: pod-privileged"),
@@ -168,6 +214,12 @@ fn inspect_shows_kind_capabilities_and_metadata() {
     assert!(out.contains("executionMode: kubewarden-wapc"), "{out}");
     let out = ok_stdout(&["inspect", &path(policy_path("pod-privileged-wasi"))]);
     assert!(out.contains("kind:         wasi (core module)"), "{out}");
+    let out = ok_stdout(&["inspect", &path(policy_path("raw-access"))]);
+    assert!(
+        out.contains("kind:         component (raw-policy world"),
+        "{out}"
+    );
+    assert!(out.contains("policyType: raw"), "{out}");
     let out = ok_stdout(&["inspect", "--json", &path(policy_path("dns-lookup"))]);
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["capabilities"], serde_json::json!(["net"]));
@@ -209,6 +261,17 @@ fn annotate_writes_metadata_that_inspect_reads() {
         &path(fixture_path("pod-delete.json")),
     ]);
     assert!(run.contains("localhost resolves to"), "{run}");
+
+    // Metadata that contradicts a component's world is refused.
+    let err = failure_stderr(&[
+        "annotate",
+        &path(policy_path("raw-access")),
+        "--metadata",
+        &path(dir.path().join("metadata.yml")),
+        "--output",
+        &path(dir.path().join("raw.wasm")),
+    ]);
+    assert!(err.contains("set `policyType: raw`"), "{err}");
 }
 
 #[test]

@@ -630,25 +630,12 @@ async fn unfetchable_modules_and_bad_expressions_are_startup_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readiness_and_raw_endpoint() {
+async fn readiness_endpoint() {
     let t = https_server(POLICIES, |_, _| {}).await;
     let ready = common::server::get(format!("{}/readiness", t.probe))
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
-    let c = client(&t.ca.as_ref().unwrap().pem());
-    let (status, body) = post(
-        &c,
-        &format!("{}/validate_raw/privileged", t.base),
-        br#"{"request": {"user": "alice"}}"#.to_vec(),
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert_eq!(body["response"]["allowed"], false);
-    assert!(body["response"]["status"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("raw"));
     t.server.shutdown().await;
 }
 

@@ -59,10 +59,36 @@ pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
     super::print(&text)
 }
 
+const COMPONENT: &str = "component (policy world: admission requests)";
+const RAW_COMPONENT: &str = "component (raw-policy world: raw JSON documents)";
+
+/// Whether a component exports the `raw-policy` world's `validate-raw`.
+pub(super) fn exports_raw(wasm: &[u8]) -> bool {
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload {
+            Ok(Payload::ModuleSection { .. } | Payload::ComponentSection { .. }) => depth += 1,
+            Ok(Payload::End(_)) => depth = depth.saturating_sub(1),
+            Ok(Payload::ComponentExportSection(section)) if depth == 0 => {
+                if section
+                    .into_iter()
+                    .any(|e| e.is_ok_and(|e| e.name.name == crate::bindings::RAW_EXPORT))
+                {
+                    return true;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
 fn report(wasm: &[u8], source_name: &str) -> anyhow::Result<Report> {
     let metadata = read_metadata(wasm)?;
     let kind = match ModuleKind::detect(wasm) {
-        Some(ModuleKind::Component) => "component",
+        Some(ModuleKind::Component) if exports_raw(wasm) => RAW_COMPONENT,
+        Some(ModuleKind::Component) => COMPONENT,
         Some(ModuleKind::CoreModule) => match metadata.as_ref().and_then(|m| m.execution_mode) {
             Some(ExecutionMode::Wasi) => "wasi (core module)",
             Some(ExecutionMode::Opa) => "opa (core module)",
@@ -110,7 +136,7 @@ fn report(wasm: &[u8], source_name: &str) -> anyhow::Result<Report> {
         .map(str::to_owned)
         .collect();
     if let Some(m) = &metadata {
-        if kind != "component" {
+        if kind != COMPONENT && kind != RAW_COMPONENT {
             capabilities.extend(m.host_capabilities.iter().cloned());
         }
     }

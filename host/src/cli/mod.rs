@@ -178,18 +178,24 @@ fn json_or_yaml(text: &[u8]) -> anyhow::Result<serde_json::Value> {
 
 /// The request of `run` and `bench`: an AdmissionReview, or a bare
 /// AdmissionRequest as kwctl accepts, in JSON or YAML; `-` reads stdin.
-fn read_request(path: &Path) -> anyhow::Result<crate::PolicyRequest> {
+/// A JSON or YAML document from a file, or from stdin for `-`; `what` names
+/// it in errors.
+fn read_input(path: &Path, what: &str) -> anyhow::Result<serde_json::Value> {
     let text = if path == Path::new("-") {
         let mut text = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut text)
-            .context("cannot read the request from stdin")?;
+            .with_context(|| format!("cannot read the {what} from stdin"))?;
         text
     } else {
-        read_file(path, "request")?
+        read_file(path, what)?
     };
+    json_or_yaml(&text)
+        .with_context(|| format!("{what} {} is neither JSON nor YAML", path.display()))
+}
+
+fn read_request(path: &Path) -> anyhow::Result<crate::PolicyRequest> {
     let name = path.display();
-    let value =
-        json_or_yaml(&text).with_context(|| format!("request {name} is neither JSON nor YAML"))?;
+    let value = read_input(path, "request")?;
     let review = match &value {
         serde_json::Value::Object(fields) if fields.contains_key("request") => value,
         serde_json::Value::Object(fields)

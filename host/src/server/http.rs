@@ -20,9 +20,8 @@ use tokio::sync::Semaphore;
 
 use super::body::{self, Answer, BodyError};
 use super::metrics::{EvaluationLabels, Metrics};
-use super::policies::{Endpoint, PolicySet};
-use crate::AdmissionResponse;
-use crate::PolicyRequest;
+use super::policies::{Endpoint, Outcome, PolicySet, ServedPolicy};
+use crate::{AdmissionResponse, PolicyRequest, RawRequest};
 
 /// Everything a request handler needs; shared by all connections.
 #[derive(Debug)]
@@ -60,10 +59,6 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> {
     let body = serde_json::json!({"error": message.to_string()}).to_string();
     reply(status, "application/json", body)
-}
-
-fn json(value: &serde_json::Value) -> Response<Body> {
-    reply(StatusCode::OK, "application/json", value.to_string())
 }
 
 /// An AdmissionReview answer.
@@ -157,15 +152,13 @@ async fn evaluate(
     state: Arc<AppState>,
     route: Route,
     id: String,
-    policy: Arc<super::policies::ServedPolicy>,
+    policy: Arc<ServedPolicy>,
     body: Bytes,
 ) -> Response<Body> {
-    if route == Route::Raw {
-        return raw_not_supported(&id, &body);
-    }
     let endpoint = match route {
+        Route::Validate => Endpoint::Validate,
         Route::Audit => Endpoint::Audit,
-        _ => Endpoint::Validate,
+        Route::Raw => Endpoint::ValidateRaw,
     };
     let Ok(_permit) = state.workers.acquire().await else {
         return error(
@@ -176,20 +169,25 @@ async fn evaluate(
     let started = Instant::now();
     let worker_state = state.clone();
     let evaluation = tokio::task::spawn_blocking(move || {
+        if endpoint == Endpoint::ValidateRaw {
+            let request = RawRequest::from_body(&body)?;
+            let outcome = policy.evaluate(&id, &request, endpoint);
+            return Ok(Evaluated::Raw(request, id, outcome));
+        }
         let request = PolicyRequest::from_review_json(&body)?;
         if let (Some(ns), Some(always)) =
             (request.namespace(), &worker_state.always_accept_namespace)
         {
             if ns == always {
-                return Ok((request, None));
+                return Ok(Evaluated::Skipped(request));
             }
         }
         let outcome = policy.evaluate(&id, &request, endpoint);
-        Ok::<_, crate::EvalError>((request, Some((id, outcome))))
+        Ok::<_, crate::EvalError>(Evaluated::Admission(request, id, outcome))
     })
     .await;
-    let (request, outcome) = match evaluation {
-        Ok(Ok(result)) => result,
+    let evaluated = match evaluation {
+        Ok(Ok(evaluated)) => evaluated,
         Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
         Err(e) => {
             return error(
@@ -199,27 +197,65 @@ async fn evaluate(
         }
     };
     let elapsed = started.elapsed();
-    let Some((id, outcome)) = outcome else {
-        return review(&AdmissionResponse::accepted(request.uid()));
-    };
-    let labels = EvaluationLabels {
-        policy_name: id.clone(),
-        policy_mode: outcome.mode.as_str(),
-        request_operation: request.operation(),
-        resource_kind: request.kind().to_owned(),
-        accepted: outcome.accepted,
-        mutated: outcome.mutated,
-        request_origin: endpoint.as_str(),
-        error: outcome.error.unwrap_or_default(),
-    };
-    state.metrics.record(
-        labels,
-        request.namespace(),
-        outcome.response.status.as_ref().map(|s| s.code),
-        elapsed,
-    );
+    match evaluated {
+        Evaluated::Skipped(request) => review(&AdmissionResponse::accepted(request.uid())),
+        Evaluated::Admission(request, id, outcome) => {
+            let facts = RequestFacts {
+                uid: request.uid(),
+                namespace: request.namespace(),
+                operation: request.operation(),
+                kind: request.kind(),
+            };
+            record(&state, id, endpoint, facts, &outcome, elapsed);
+            review(&outcome.response)
+        }
+        Evaluated::Raw(request, id, outcome) => {
+            let facts = RequestFacts {
+                uid: request.uid(),
+                namespace: None,
+                operation: "",
+                kind: "",
+            };
+            record(&state, id, endpoint, facts, &outcome, elapsed);
+            reply(
+                StatusCode::OK,
+                "application/json",
+                outcome.response.raw_review_json(),
+            )
+        }
+    }
+}
+
+/// What the blocking part of an evaluation hands back. Moved once per
+/// request and never stored: boxing the large variants would only add an
+/// allocation to every request.
+#[allow(clippy::large_enum_variant)]
+enum Evaluated {
+    /// From the always-accepted namespace: no policy ran.
+    Skipped(PolicyRequest),
+    Admission(PolicyRequest, String, Outcome),
+    Raw(RawRequest, String, Outcome),
+}
+
+/// What metrics and logs say of the request (empty for raw documents).
+struct RequestFacts<'a> {
+    uid: &'a str,
+    namespace: Option<&'a str>,
+    operation: &'static str,
+    kind: &'a str,
+}
+
+/// Counts one evaluation and logs it.
+fn record(
+    state: &AppState,
+    id: String,
+    endpoint: Endpoint,
+    request: RequestFacts<'_>,
+    outcome: &Outcome,
+    elapsed: std::time::Duration,
+) {
     tracing::info!(
-        uid = %request.uid(),
+        uid = %request.uid,
         policy = %id,
         endpoint = endpoint.as_str(),
         mode = outcome.mode.as_str(),
@@ -230,7 +266,22 @@ async fn evaluate(
         latency_us = elapsed.as_micros() as u64,
         "evaluated"
     );
-    review(&outcome.response)
+    let labels = EvaluationLabels {
+        policy_name: id,
+        policy_mode: outcome.mode.as_str(),
+        request_operation: request.operation,
+        resource_kind: request.kind.to_owned(),
+        accepted: outcome.accepted,
+        mutated: outcome.mutated,
+        request_origin: endpoint.as_str(),
+        error: outcome.error.unwrap_or_default(),
+    };
+    state.metrics.record(
+        labels,
+        request.namespace,
+        outcome.response.status.as_ref().map(|s| s.code),
+        elapsed,
+    );
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,27 +289,6 @@ enum Route {
     Validate,
     Audit,
     Raw,
-}
-
-/// `/validate_raw` needs a policy of the `raw-policy` world, which this host
-/// does not run yet: answer in the endpoint's shape with a clear reason.
-fn raw_not_supported(id: &str, body: &[u8]) -> Response<Body> {
-    if serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("request").cloned())
-        .is_none()
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "the body must be {\"request\": <JSON>}",
-        );
-    }
-    let response = AdmissionResponse::rejected(
-        "",
-        &format!("policy {id} cannot evaluate raw requests: raw policies are not supported by this version"),
-        500,
-    );
-    json(&serde_json::json!({ "response": response }))
 }
 
 /// Routes one request of the readiness port.

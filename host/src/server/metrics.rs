@@ -26,7 +26,7 @@ pub struct EvaluationLabels {
     /// What the policy decided (before monitor mode forces an acceptance).
     pub accepted: bool,
     pub mutated: bool,
-    /// `validate` or `audit`.
+    /// `validate`, `audit` or `validate_raw`.
     pub request_origin: &'static str,
     /// Empty when the policy decided; `timeout`, `trap`, `memory`... otherwise.
     pub error: &'static str,

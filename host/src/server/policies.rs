@@ -11,8 +11,8 @@ use kube_core::response::{StatusCause, StatusDetails};
 use super::config::{ConfigError, Entry, ModuleSpec, PoliciesConfig, PolicyMode};
 use super::expression::Expr;
 use crate::{
-    AdmissionResponse, Grants, LoadedPolicy, PolicyConfig, PolicyLimits, PolicyLoader,
-    PolicyRequest,
+    AdmissionResponse, EvalError, Grants, LoadedPolicy, PolicyConfig, PolicyLimits, PolicyLoader,
+    PolicyRequest, RawRequest, Verdict,
 };
 use crate::{KubernetesAccess, OciAccess};
 
@@ -44,6 +44,8 @@ pub enum Endpoint {
     Validate,
     /// `/audit`: the raw verdict.
     Audit,
+    /// `/validate_raw`: a raw document; mode, mutation ban and message apply.
+    ValidateRaw,
 }
 
 impl Endpoint {
@@ -51,6 +53,47 @@ impl Endpoint {
         match self {
             Self::Validate => "validate",
             Self::Audit => "audit",
+            Self::ValidateRaw => "validate_raw",
+        }
+    }
+}
+
+/// What a request asks a policy to evaluate.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// An admission request (`/validate`, `/audit`).
+    Admission(&'a PolicyRequest),
+    /// A raw JSON document (`/validate_raw`).
+    Raw(&'a RawRequest),
+}
+
+impl<'a> From<&'a PolicyRequest> for Input<'a> {
+    fn from(request: &'a PolicyRequest) -> Self {
+        Self::Admission(request)
+    }
+}
+
+impl<'a> From<&'a RawRequest> for Input<'a> {
+    fn from(request: &'a RawRequest) -> Self {
+        Self::Raw(request)
+    }
+}
+
+impl Input<'_> {
+    /// The uid the response carries.
+    pub fn uid(&self) -> &str {
+        match self {
+            Self::Admission(request) => request.uid(),
+            Self::Raw(request) => request.uid(),
+        }
+    }
+
+    /// The response for `verdict`, its patch diffed against what was
+    /// evaluated (the object, or the whole raw document).
+    fn respond(&self, verdict: Verdict) -> AdmissionResponse {
+        match self {
+            Self::Admission(request) => verdict.into_response(request),
+            Self::Raw(request) => verdict.into_raw_response(request),
         }
     }
 }
@@ -66,24 +109,33 @@ struct ConfiguredModule {
 impl ConfiguredModule {
     /// Evaluates, turning every failure into a 500 rejection (a broken policy
     /// answers; it does not take the server down).
-    fn evaluate(&self, request: &PolicyRequest) -> (AdmissionResponse, Option<&'static str>) {
+    fn evaluate(&self, input: Input<'_>) -> (AdmissionResponse, Option<&'static str>) {
         let loaded = match &self.loaded {
             Ok(loaded) => loaded,
             Err(reason) => {
                 return (
-                    AdmissionResponse::rejected(request.uid(), reason, 500),
+                    AdmissionResponse::rejected(input.uid(), reason, 500),
                     Some("not_loaded"),
                 )
             }
         };
-        match loaded.validate(request, &self.settings) {
-            Ok(verdict) => (verdict.into_response(request), None),
-            Err(e) => (
-                AdmissionResponse::rejected(request.uid(), &e.to_string(), 500),
-                Some(e.label()),
-            ),
+        let verdict = match input {
+            Input::Admission(request) => loaded.validate(request, &self.settings),
+            Input::Raw(request) => loaded.validate_raw(request, &self.settings),
+        };
+        match verdict {
+            Ok(verdict) => (input.respond(verdict), None),
+            Err(e) => failed(input, &e),
         }
     }
+}
+
+/// A 500 rejection explaining why a policy could not decide.
+fn failed(input: Input<'_>, e: &EvalError) -> (AdmissionResponse, Option<&'static str>) {
+    (
+        AdmissionResponse::rejected(input.uid(), &e.to_string(), 500),
+        Some(e.label()),
+    )
 }
 
 /// A policy compiled into the server instead of loaded from WebAssembly
@@ -330,16 +382,33 @@ impl Loading<'_> {
 
 impl ServedPolicy {
     /// Evaluates one request. CPU-bound: call it off the async runtime.
-    pub fn evaluate(&self, id: &str, request: &PolicyRequest, endpoint: Endpoint) -> Outcome {
+    pub fn evaluate<'a>(
+        &self,
+        id: &str,
+        input: impl Into<Input<'a>>,
+        endpoint: Endpoint,
+    ) -> Outcome {
+        let input = input.into();
         let (mut response, error, allowed_to_mutate) = match &self.served {
             Served::Native(policy) => {
-                (policy.validate(request).into_response(request), None, false)
+                let (response, error) = match input {
+                    Input::Admission(request) => {
+                        (policy.validate(request).into_response(request), None)
+                    }
+                    Input::Raw(_) => failed(
+                        input,
+                        &EvalError::WrongInput(
+                            "native policies evaluate admission requests only".into(),
+                        ),
+                    ),
+                };
+                (response, error, false)
             }
             Served::Policy {
                 module,
                 allowed_to_mutate,
             } => {
-                let (response, error) = module.evaluate(request);
+                let (response, error) = module.evaluate(input);
                 (response, error, *allowed_to_mutate)
             }
             Served::Group {
@@ -347,13 +416,13 @@ impl ServedPolicy {
                 members,
             } => {
                 let (response, error) =
-                    evaluate_group(expression, members, request, self.message.as_deref());
+                    evaluate_group(expression, members, input, self.message.as_deref());
                 (response, error, false)
             }
         };
         let accepted = response.allowed;
         let mutated = response.patch.is_some();
-        if endpoint == Endpoint::Validate {
+        if endpoint != Endpoint::Audit {
             self.post_process(id, &mut response, allowed_to_mutate);
         }
         Outcome {
@@ -403,7 +472,7 @@ impl ServedPolicy {
 fn evaluate_group(
     expression: &Expr,
     members: &BTreeMap<String, ConfiguredModule>,
-    request: &PolicyRequest,
+    input: Input<'_>,
     message: Option<&str>,
 ) -> (AdmissionResponse, Option<&'static str>) {
     let mut causes = Vec::new();
@@ -413,7 +482,7 @@ fn evaluate_group(
         let Some(member) = members.get(name) else {
             return Ok(false);
         };
-        let (response, member_error) = member.evaluate(request);
+        let (response, member_error) = member.evaluate(input);
         error = error.or(member_error);
         warnings.extend(response.warnings);
         if !response.allowed {
@@ -426,10 +495,10 @@ fn evaluate_group(
     });
     let allowed = matches!(result, Ok(true));
     let mut response = if allowed {
-        AdmissionResponse::accepted(request.uid())
+        AdmissionResponse::accepted(input.uid())
     } else {
         let mut r = AdmissionResponse::rejected(
-            request.uid(),
+            input.uid(),
             message.unwrap_or("rejected by policy group"),
             400,
         );
