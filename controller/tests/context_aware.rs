@@ -33,6 +33,25 @@ fn review_json(namespace: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// The AdmissionResponse `policy` gives a pod created in `namespace`.
+async fn admission_response(
+    http: &reqwest::Client,
+    base: &str,
+    policy: &str,
+    namespace: &str,
+) -> serde_json::Value {
+    let body: serde_json::Value = http
+        .post(format!("{base}/validate/{policy}"))
+        .body(review_json(namespace))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["response"].clone()
+}
+
 /// An in-process policy-server for `policies` (YAML, `{0}` the path of
 /// `module`) whose context-aware calls reach `client`'s cluster; its base URL.
 async fn serve_with_cluster(
@@ -75,14 +94,8 @@ async fn policies_read_the_cluster_only_for_the_resources_they_declared() {
     )
     .await;
     let http = common::server::plain_client();
-    let ask = |policy: &str, namespace: &str| {
-        let request = http
-            .post(format!("{base}/validate/{policy}"))
-            .body(review_json(namespace));
-        async move {
-            let body: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
-            body["response"].clone()
-        }
+    let ask = |policy: &'static str, namespace: &'static str| {
+        admission_response(&http, &base, policy, namespace)
     };
 
     // Declared with hostCapabilities, and as Kubewarden configures it:
@@ -123,19 +136,96 @@ async fn policies_read_the_cluster_only_for_the_resources_they_declared() {
     policy_server.shutdown().await;
 }
 
-/// SubjectAccessReviews the API server has answered, from its own metrics.
-async fn subject_access_reviews(client: &kube::Client) -> u64 {
+/// Requests for `resource` with `verb` the API server has answered, from
+/// its own metrics.
+async fn api_requests(client: &kube::Client, resource: &str, verb: &str) -> u64 {
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
     let metrics = client.request_text(request).await.unwrap();
+    let resource = format!(r#"resource="{resource}""#);
+    let verb = format!(r#"verb="{verb}""#);
     metrics
         .lines()
         .filter(|line| {
             line.starts_with("apiserver_request_total{")
-                && line.contains(r#"resource="subjectaccessreviews""#)
-                && line.contains(r#"verb="POST""#)
+                && line.contains(&resource)
+                && line.contains(&verb)
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
+}
+
+/// SubjectAccessReviews the API server has answered.
+async fn subject_access_reviews(client: &kube::Client) -> u64 {
+    api_requests(client, "subjectaccessreviews", "POST").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_come_from_a_watch_and_gets_from_a_short_cache() {
+    let server = common::ApiServer::start().await;
+    let client = server.client();
+    common::create_namespace(&client, "team-a", json!({"team": "x"})).await;
+    common::create_namespace(&client, "other", json!({})).await;
+    let calls = json!({"calls": [
+        {"list_resources": {"api_version": "v1", "kind": "Namespace", "label_selector": "team=x"}},
+        {"get_resource": {"api_version": "v1", "kind": "Namespace", "name": "team-a"}},
+    ]});
+    // host-calls imports oci and crypto too: each needs a grant to link.
+    let (policy_server, base, _dir) = serve_with_cluster(
+        &client,
+        "host-calls",
+        &format!("reads:\n  module: file://{{0}}\n  settings: {calls}\n  hostCapabilities: [oci/v1/manifest_digest, crypto/*]\n  contextAwareResources:\n  - {{apiVersion: v1, kind: Namespace}}\n"),
+    )
+    .await;
+    let http = common::server::plain_client();
+    // The list's items; the get's outcome must be a success.
+    let warning = || async {
+        let response = admission_response(&http, &base, "reads", "team-a").await;
+        let warning = response["warnings"][0].as_str().unwrap().to_owned();
+        let (list, get) = warning.split_once(", ").unwrap();
+        assert!(get.starts_with("ok "), "{warning}");
+        list.to_owned()
+    };
+    let (lists, gets) = (
+        api_requests(&client, "namespaces", "LIST").await,
+        api_requests(&client, "namespaces", "GET").await,
+    );
+    let started = std::time::Instant::now();
+    for _ in 0..1000 {
+        assert_eq!(warning().await, "ok items=team-a");
+    }
+    let elapsed = started.elapsed();
+    let lists = api_requests(&client, "namespaces", "LIST").await - lists;
+    let gets = api_requests(&client, "namespaces", "GET").await - gets;
+    println!("1000 evaluations in {elapsed:?}: {lists} LIST and {gets} GET of namespaces");
+    // One list starts the watch; a get at most every 5 s.
+    assert!(lists <= 1, "{lists} lists for 1000 evaluations");
+    assert!(
+        gets <= 1 + elapsed.as_secs() / 5,
+        "{gets} gets for 1000 evaluations in {elapsed:?}"
+    );
+
+    // The watch sees a new namespace with the label, and one losing it.
+    common::create_namespace(&client, "team-b", json!({"team": "x"})).await;
+    common::wait::eventually(5, "the new namespace is listed", || async {
+        (warning().await == "ok items=team-a|team-b").then_some(())
+    })
+    .await;
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    let unlabel = json!({"metadata": {"labels": {"team": null}}});
+    namespaces
+        .patch(
+            "team-a",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&unlabel),
+        )
+        .await
+        .unwrap();
+    common::wait::eventually(5, "the unlabelled namespace leaves the list", || async {
+        (warning().await == "ok items=team-b").then_some(())
+    })
+    .await;
+    policy_server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,14 +259,9 @@ async fn can_i_answers_with_the_api_servers_rbac_decision_and_reuses_it() {
     )
     .await;
     let http = common::server::plain_client();
-    let warning = |policy: &str| {
-        let request = http
-            .post(format!("{base}/validate/{policy}"))
-            .body(review_json("team"));
-        async move {
-            let body: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
-            body["response"]["warnings"][0].as_str().unwrap().to_owned()
-        }
+    let warning = |policy: &'static str| {
+        let response = admission_response(&http, &base, policy, "team");
+        async move { response.await["warnings"][0].as_str().unwrap().to_owned() }
     };
 
     let before = subject_access_reviews(&client).await;

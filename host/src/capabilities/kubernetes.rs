@@ -6,6 +6,10 @@
 //! blocking thread), so each call is spawned onto the server's runtime and
 //! waited for, bounded by a timeout: a slow API server makes the call fail,
 //! it cannot hold the evaluation past its deadline by much.
+//!
+//! Reads are cached, as in Kubewarden: lists come from watches started on
+//! first use ([`super::watches`]), objects from a 5 s cache of successful
+//! gets (`disable_cache` in the waPC payload skips it).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -20,6 +24,7 @@ use kube::discovery::ApiResource;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::answers::Answers;
+use super::watches::{NotWatched, WatchKey, Watches};
 use super::{message, not_available, payload_error, CapabilityCall, PolicyContext};
 use crate::bindings::{kubernetes, HostError};
 use crate::component_host::HostState;
@@ -31,6 +36,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a `can_i` answer is reused, as in Kubewarden.
 const CAN_I_TTL: Duration = Duration::from_secs(5);
 
+/// How long a `get_resource` answer is reused, as in Kubewarden.
+const GET_TTL: Duration = Duration::from_secs(5);
+
 /// A Kubernetes client shared by every policy of a server.
 pub struct KubernetesAccess {
     client: kube::Client,
@@ -39,6 +47,10 @@ pub struct KubernetesAccess {
     resources: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
     /// SubjectAccessReview spec (as JSON) → its status (as JSON).
     can_i: Answers,
+    /// Object reference (as JSON) → the object (as JSON).
+    gets: Answers,
+    /// The watches lists are answered from.
+    watches: Watches,
 }
 
 impl std::fmt::Debug for KubernetesAccess {
@@ -77,6 +89,8 @@ impl KubernetesAccess {
             runtime,
             resources: Mutex::new(HashMap::new()),
             can_i: Answers::new(CAN_I_TTL),
+            gets: Answers::new(GET_TTL),
+            watches: Watches::default(),
         }
     }
 
@@ -109,16 +123,36 @@ impl KubernetesAccess {
         serde_json::to_string(&status).map_err(failed)
     }
 
-    /// One object as JSON text.
+    /// One object as JSON text; answers are reused for 5 s unless
+    /// `disable_cache`.
     pub(crate) fn get(
         &self,
         allowed: &[ContextAwareResource],
-        api_version: &str,
-        kind: &str,
-        name: &str,
-        namespace: Option<&str>,
+        request: &GetResource,
     ) -> Result<String, HostError> {
-        check_allowed(allowed, api_version, kind)?;
+        check_allowed(allowed, &request.api_version, &request.kind)?;
+        if request.disable_cache {
+            return self.get_uncached(request);
+        }
+        let key = serde_json::to_string(&(
+            &request.api_version,
+            &request.kind,
+            &request.namespace,
+            &request.name,
+        ))
+        .map_err(failed)?;
+        self.gets.get_or_ask(key, || self.get_uncached(request))
+    }
+
+    fn get_uncached(&self, request: &GetResource) -> Result<String, HostError> {
+        let GetResource {
+            api_version,
+            kind,
+            name,
+            namespace,
+            disable_cache: _,
+        } = request;
+        let namespace = namespace.as_deref();
         let (resource, namespaced) = self.resource(api_version, kind)?;
         let api = self.api(&resource, namespaced, namespace);
         let wanted = name.to_owned();
@@ -133,23 +167,39 @@ impl KubernetesAccess {
     }
 
     /// A List as JSON text; `namespace` none lists across all namespaces.
+    /// Answered from a watch once it has listed; from the API server until
+    /// then, or when the server already runs as many watches as it may.
     pub(crate) fn list(
         &self,
         allowed: &[ContextAwareResource],
-        api_version: &str,
-        kind: &str,
-        namespace: Option<&str>,
-        label_selector: Option<&str>,
-        field_selector: Option<&str>,
+        request: &ListResources,
     ) -> Result<String, HostError> {
-        check_allowed(allowed, api_version, kind)?;
-        let (resource, namespaced) = self.resource(api_version, kind)?;
+        check_allowed(allowed, &request.api_version, &request.kind)?;
+        let (resource, namespaced) = self.resource(&request.api_version, &request.kind)?;
+        let namespace = request.namespace.as_deref().filter(|_| namespaced);
+        let key = WatchKey {
+            api_version: request.api_version.clone(),
+            kind: request.kind.clone(),
+            label_selector: request.label_selector.clone(),
+            field_selector: request.field_selector.clone(),
+        };
+        match self.watches.list(
+            &key,
+            &resource,
+            &self.client,
+            &self.runtime,
+            namespace,
+            CALL_TIMEOUT,
+        ) {
+            Ok(answer) => return answer,
+            Err(NotWatched::Full | NotWatched::NotReady) => {}
+        }
         let api = self.api(&resource, namespaced, namespace);
         let mut params = ListParams::default();
-        if let Some(labels) = label_selector {
+        if let Some(labels) = &request.label_selector {
             params = params.labels(labels);
         }
-        if let Some(fields) = field_selector {
+        if let Some(fields) = &request.field_selector {
             params = params.fields(fields);
         }
         let list = self.run(async move { api.list(&params).await })?;
@@ -222,13 +272,7 @@ impl PolicyContext {
     fn get_resource(&self, request: &GetResource) -> Result<String, HostError> {
         let call = CapabilityCall::KubernetesGetResource;
         self.grants.check(call)?;
-        self.kubernetes(call)?.get(
-            &self.context_aware,
-            &request.api_version,
-            &request.kind,
-            &request.name,
-            request.namespace.as_deref(),
-        )
+        self.kubernetes(call)?.get(&self.context_aware, request)
     }
 
     /// `can_i`, for either ABI.
@@ -251,14 +295,7 @@ impl PolicyContext {
             CapabilityCall::KubernetesListAll
         };
         self.grants.check(call)?;
-        self.kubernetes(call)?.list(
-            &self.context_aware,
-            &request.api_version,
-            &request.kind,
-            request.namespace.as_deref(),
-            request.label_selector.as_deref(),
-            request.field_selector.as_deref(),
-        )
+        self.kubernetes(call)?.list(&self.context_aware, request)
     }
 }
 
@@ -275,6 +312,7 @@ impl kubernetes::Host for HostState {
             kind,
             name,
             namespace,
+            disable_cache: false,
         })
     }
 
@@ -311,14 +349,16 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     kubernetes::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
 }
 
-/// Kubewarden's `kubernetes/get_resource` payload (`disable_cache` is
-/// accepted; reads are not cached).
+/// Kubewarden's `kubernetes/get_resource` payload.
 #[derive(serde::Deserialize)]
-struct GetResource {
+pub(crate) struct GetResource {
     api_version: String,
     kind: String,
     name: String,
     namespace: Option<String>,
+    /// Read the object from the API server, not from the 5 s cache.
+    #[serde(default)]
+    disable_cache: bool,
 }
 
 /// Kubewarden's `kubernetes/can_i` payload: its SDK's own field names,
@@ -371,7 +411,7 @@ impl From<CanISubject> for SubjectAccessReviewSpec {
 
 /// Kubewarden's `kubernetes/list_resources_*` payloads.
 #[derive(serde::Deserialize)]
-struct ListResources {
+pub(crate) struct ListResources {
     api_version: String,
     kind: String,
     namespace: Option<String>,
@@ -506,9 +546,10 @@ mod tests {
             api_version: "v1".into(),
             kind: "Namespace".into(),
         }];
-        let error = access
-            .get(&allowed, "v1", "Namespace", "team", None)
-            .unwrap_err();
+        let request: GetResource =
+            serde_json::from_str(r#"{"api_version": "v1", "kind": "Namespace", "name": "team"}"#)
+                .unwrap();
+        let error = access.get(&allowed, &request).unwrap_err();
         assert!(
             matches!(&error, HostError::Failed(m) if m.contains("Kubernetes API")),
             "{error:?}"

@@ -17,6 +17,7 @@ mod kubernetes;
 pub(crate) mod log;
 mod net;
 mod oci;
+mod watches;
 
 use std::fmt;
 use std::sync::Arc;

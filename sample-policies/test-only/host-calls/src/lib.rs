@@ -69,6 +69,32 @@ fn decision(result: Result<String, HostError>, field: &str) -> String {
     }
 }
 
+/// `ok items=<namespace/name>|...` when the answer is a List, else as
+/// [`outcome`].
+fn items(result: Result<String, HostError>) -> String {
+    let names = result.as_ref().ok().and_then(|answer| {
+        let list: serde_json::Value = serde_json::from_str(answer).ok()?;
+        let names: Vec<String> = list
+            .get("items")?
+            .as_array()?
+            .iter()
+            .map(|item| {
+                let meta = &item["metadata"];
+                match (meta["namespace"].as_str(), meta["name"].as_str()) {
+                    (Some(ns), Some(name)) => format!("{ns}/{name}"),
+                    (None, Some(name)) => name.to_owned(),
+                    _ => "?".to_owned(),
+                }
+            })
+            .collect();
+        Some(names.join("|"))
+    });
+    match names {
+        Some(names) => format!("ok items={names}"),
+        None => outcome(result),
+    }
+}
+
 fn call(call: &Call) -> String {
     match call {
         Call::Log {
@@ -107,7 +133,7 @@ fn call(call: &Call) -> String {
             namespace,
             label_selector,
             field_selector,
-        } => outcome(kubernetes::list_resources(
+        } => items(kubernetes::list_resources(
             api_version,
             kind,
             namespace.as_deref(),
