@@ -54,6 +54,8 @@ cargo build --release --manifest-path "$legacy" --target wasm32-unknown-unknown 
   --metadata sample-policies/legacy/pod-privileged-wasi/metadata.yml --output "$out/pod-privileged-wasi.wasm"
 "$palisade" annotate "$CARGO_TARGET_DIR/wasm32-wasip1/release/raw_access_wapc.wasm" \
   --metadata sample-policies/legacy/raw-access-wapc/metadata.yml --output "$out/raw-access-wapc.wasm"
+"$palisade" annotate "$CARGO_TARGET_DIR/wasm32-wasip1/release/host_capabilities_wapc.wasm" \
+  --metadata sample-policies/legacy/host-capabilities-wapc/metadata.yml --output "$out/host-capabilities-wapc.wasm"
 
 echo "==> policies in $out:"
 ls -l "$out"
