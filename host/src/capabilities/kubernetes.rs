@@ -94,6 +94,11 @@ impl KubernetesAccess {
         }
     }
 
+    /// The client, for the server's own reads (its policies ConfigMap).
+    pub(crate) fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
     /// Runs a SubjectAccessReview and returns its status as JSON text;
     /// answers are reused for 5 s unless `disable_cache`.
     pub(crate) fn can_i(

@@ -50,6 +50,17 @@ pub struct ServerArgs {
     /// The `policies.yml` file.
     #[arg(long, env = "KUBEWARDEN_POLICIES", default_value = "policies.yml")]
     pub policies: PathBuf,
+    /// In a cluster, the ConfigMap (`namespace/name`, key `policies.yml`)
+    /// the policies file is mounted from: the server starts from the file,
+    /// then follows the ConfigMap through the API and reloads within a
+    /// second of a change, instead of waiting for the kubelet to update the
+    /// file. Needs `get`, `list` and `watch` on that ConfigMap.
+    #[arg(
+        long,
+        env = "PALISADE_POLICIES_CONFIG_MAP",
+        value_name = "NAMESPACE/NAME"
+    )]
+    pub policies_config_map: Option<super::ConfigMapRef>,
     /// Directory for downloaded and precompiled policies.
     #[arg(long, env = "KUBEWARDEN_POLICIES_DOWNLOAD_DIR", default_value = ".")]
     pub policies_download_dir: PathBuf,
@@ -156,6 +167,7 @@ impl ServerArgs {
             key_file,
             client_ca_file,
             policies,
+            policies_config_map,
             policies_download_dir,
             policy_timeout,
             sources_path,
@@ -202,6 +214,7 @@ impl ServerArgs {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             tls,
             policies_file: policies.clone(),
+            policies_config_map: policies_config_map.clone(),
             cache_dir: Some(policies_download_dir.join(".palisade-compiled")),
             fetch,
             load: LoadOptions {

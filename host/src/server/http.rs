@@ -27,6 +27,8 @@ use crate::{AdmissionResponse, PolicyRequest, RawRequest};
 #[derive(Debug)]
 pub struct AppState {
     pub policies: ArcSwap<PolicySet>,
+    /// The hash of the policies text being served ([`super::config_hash`]).
+    pub config_hash: ArcSwap<String>,
     pub metrics: Metrics,
     /// Bounds concurrent evaluations to the number of workers.
     pub workers: Semaphore,
@@ -42,6 +44,19 @@ pub struct AppState {
     /// reconnect to the replicas that stay (HTTP/2 gets GOAWAY at shutdown).
     pub draining: AtomicBool,
 }
+
+impl AppState {
+    /// Serves `set`, loaded from the policies `text`, from now on.
+    pub fn serve(&self, set: PolicySet, text: &str) {
+        let hash = super::config_hash(text);
+        self.metrics.set_config_hash(&hash);
+        self.policies.store(Arc::new(set));
+        self.config_hash.store(Arc::new(hash));
+    }
+}
+
+/// The readiness answer's header naming the configuration served.
+pub const CONFIG_HASH_HEADER: &str = "palisade-config-hash";
 
 type Body = Full<Bytes>;
 
@@ -295,7 +310,13 @@ enum Route {
 pub async fn handle_probe(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
     let ready = state.ready.load(Ordering::Acquire);
     match (request.method(), request.uri().path()) {
-        (&Method::GET, "/readiness") if ready => reply(StatusCode::OK, "text/plain", "ready"),
+        (&Method::GET, "/readiness") if ready => {
+            let mut answer = reply(StatusCode::OK, "text/plain", "ready");
+            if let Ok(hash) = hyper::header::HeaderValue::from_str(&state.config_hash.load()) {
+                answer.headers_mut().insert(CONFIG_HASH_HEADER, hash);
+            }
+            answer
+        }
         (&Method::GET, "/readiness") => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",

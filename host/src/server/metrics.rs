@@ -32,6 +32,12 @@ pub struct EvaluationLabels {
     pub error: &'static str,
 }
 
+/// The label of the configuration-info metric.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConfigLabels {
+    hash: String,
+}
+
 /// The labels Kubewarden's policy-server puts on its evaluation metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KubewardenLabels {
@@ -53,6 +59,8 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// `palisade_policies_config_info{hash}`: 1 for the configuration served.
+    config: Family<ConfigLabels, prometheus_client::metrics::gauge::Gauge>,
     evaluations: Family<EvaluationLabels, Counter>,
     latency: HistogramFamily<EvaluationLabels>,
     kubewarden: Option<KubewardenMetrics>,
@@ -101,6 +109,12 @@ impl Metrics {
             "Time to evaluate one request, parsing and post-processing included",
             latency.clone(),
         );
+        let config = Family::<ConfigLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register(
+            "palisade_policies_config_info",
+            "The configuration served: 1 for the hash of its policies text",
+            config.clone(),
+        );
         let kubewarden = kubewarden.then(|| {
             let metrics = KubewardenMetrics {
                 evaluations: Family::default(),
@@ -120,10 +134,21 @@ impl Metrics {
         });
         Self {
             registry,
+            config,
             evaluations,
             latency,
             kubewarden,
         }
+    }
+
+    /// Reports `hash` as the configuration served, and only it.
+    pub fn set_config_hash(&self, hash: &str) {
+        self.config.clear();
+        self.config
+            .get_or_create(&ConfigLabels {
+                hash: hash.to_owned(),
+            })
+            .set(1);
     }
 
     /// Records one evaluation; under Kubewarden's names too when enabled,

@@ -8,6 +8,7 @@
 mod args;
 mod body;
 pub mod config;
+pub mod config_map;
 mod connection;
 pub mod expression;
 mod http;
@@ -34,6 +35,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use args::{main, ServerArgs};
 pub use config::{ConfigError, PoliciesConfig, PolicyMode};
+pub use config_map::ConfigMapRef;
 pub use connection::ConnectionLimits;
 pub use policies::{FetchedModules, LoadOptions, NativePolicy, PolicySet};
 pub use tls::TlsError;
@@ -64,6 +66,10 @@ pub struct ServerOptions {
     /// HTTPS when set; plain HTTP otherwise.
     pub tls: Option<TlsFiles>,
     pub policies_file: PathBuf,
+    /// In a cluster: the ConfigMap the policies file is mounted from. The
+    /// server starts from the file, then follows the ConfigMap through the
+    /// API (with `load.kubernetes`'s client) instead of polling the file.
+    pub policies_config_map: Option<ConfigMapRef>,
     /// Where precompiled policies are kept across restarts.
     pub cache_dir: Option<PathBuf>,
     /// How modules are fetched (store directory, sources, credentials, size limit).
@@ -94,6 +100,7 @@ impl ServerOptions {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             tls: None,
             policies_file,
+            policies_config_map: None,
             cache_dir: Some(work_dir.join(".palisade-compiled")),
             fetch: FetcherOptions {
                 store_dir: work_dir.join("modules"),
@@ -217,6 +224,7 @@ async fn start_with(
     };
     let state = Arc::new(AppState {
         policies: ArcSwap::from_pointee(PolicySet::default()),
+        config_hash: ArcSwap::from_pointee(String::new()),
         metrics: Metrics::new(options.kubewarden_metrics),
         workers: Semaphore::new(options.workers.max(1)),
         max_body_bytes: options.max_body_bytes,
@@ -252,11 +260,36 @@ async fn start_with(
             });
             (set, text)
         }
-        None => load_set(&options, &fetcher, &loader).await?,
+        None => {
+            let text = read_policies_file(&options).await?;
+            let set = load_set(&options, &fetcher, &loader, &text).await?;
+            (set, text)
+        }
     };
     tracing::info!(policies = set.len(), "policies loaded");
-    state.policies.store(Arc::new(set));
+    state.serve(set, &policies_text);
     state.ready.store(true, Ordering::Release);
+    // The ConfigMap watch, when configured, replaces polling the file.
+    let config_map = match &options.policies_config_map {
+        None => None,
+        Some(config_map) => {
+            let Some(kubernetes) = &options.load.kubernetes else {
+                return Err(ServerError::Config(ConfigError::Entry {
+                    path: config_map.to_string(),
+                    id: String::new(),
+                    reason: "following a policies ConfigMap needs a Kubernetes connection".into(),
+                }));
+            };
+            let (texts, receiver) = watch::channel(None);
+            tracing::info!(%config_map, "following the policies ConfigMap");
+            tasks.push(tokio::spawn(config_map::watch_policies(
+                kubernetes.client().clone(),
+                config_map.clone(),
+                texts,
+            )));
+            Some(receiver)
+        }
+    };
 
     let certificate = match &options.tls {
         Some(files) => Some(Arc::new(ReloadingCertificate::new(
@@ -294,7 +327,10 @@ async fn start_with(
         },
         state.clone(),
         certificate,
-        policies_text,
+        Policies {
+            served: policies_text,
+            config_map,
+        },
         reload.clone(),
         shutdown_rx,
     )));
@@ -320,25 +356,37 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Se
         .map_err(|error| ServerError::Bind { addr, error })
 }
 
-/// Reads the policies file, fetches every distinct module in parallel, then
-/// loads the set off the runtime's threads.
-async fn load_set(
-    options: &ServerOptions,
-    fetcher: &Fetcher,
-    loader: &PolicyLoader,
-) -> Result<(PolicySet, String), ServerError> {
-    let path = options.policies_file.clone();
-    let text = tokio::fs::read_to_string(&path)
+async fn read_policies_file(options: &ServerOptions) -> Result<String, ConfigError> {
+    let path = &options.policies_file;
+    tokio::fs::read_to_string(path)
         .await
         .map_err(|error| ConfigError::Read {
             path: path.clone(),
             error,
-        })?;
-    let config = PoliciesConfig::parse(&text, &path.display().to_string())?;
-    Ok((
-        load_policies(&config, fetcher, loader, &options.load).await?,
-        text,
-    ))
+        })
+}
+
+/// Parses the policies text, fetches every distinct module in parallel,
+/// then loads the set off the runtime's threads.
+async fn load_set(
+    options: &ServerOptions,
+    fetcher: &Fetcher,
+    loader: &PolicyLoader,
+    text: &str,
+) -> Result<PolicySet, ServerError> {
+    let source = match &options.policies_config_map {
+        Some(config_map) => format!("ConfigMap {config_map}"),
+        None => options.policies_file.display().to_string(),
+    };
+    let config = PoliciesConfig::parse(text, &source)?;
+    load_policies(&config, fetcher, loader, &options.load).await
+}
+
+/// The hash of a policies text, as the server reports the configuration it
+/// serves (readiness header, metric).
+pub fn config_hash(text: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
 /// Fetches every module of `config` and loads the policies (off the async
@@ -471,14 +519,45 @@ struct Reloader {
     loader: PolicyLoader,
 }
 
-/// Polls the policies file and the certificate; reloads on change or on
-/// request (SIGHUP). A new policy set that fails to load is logged and the
-/// current one keeps serving.
+/// The policies text served, and where new ones come from.
+struct Policies {
+    served: String,
+    /// The ConfigMap watch's latest text; the file when none.
+    config_map: Option<watch::Receiver<Option<String>>>,
+}
+
+impl Policies {
+    /// A change of the ConfigMap's text (never, when the file is followed).
+    async fn changed(&mut self) {
+        let followed = match &mut self.config_map {
+            Some(texts) => texts.changed().await.is_ok(),
+            None => false,
+        };
+        if !followed {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The current text of the source.
+    async fn current(&self, options: &ServerOptions) -> Result<String, String> {
+        match &self.config_map {
+            Some(texts) => texts
+                .borrow()
+                .clone()
+                .ok_or_else(|| "the policies ConfigMap has not been read yet".to_owned()),
+            None => read_policies_file(options).await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Follows the policies (file or ConfigMap) and the certificate; reloads on
+/// change or on request (SIGHUP). A new policy set that fails to load is
+/// logged and the current one keeps serving.
 async fn watch_changes(
     reloader: Reloader,
     state: Arc<AppState>,
     certificate: Option<Arc<ReloadingCertificate>>,
-    mut policies_text: String,
+    mut policies: Policies,
     reload: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -492,6 +571,7 @@ async fn watch_changes(
     loop {
         let forced = tokio::select! {
             _ = interval.tick() => false,
+            _ = policies.changed() => false,
             _ = reload.notified() => true,
             _ = shutdown.changed() => return,
         };
@@ -504,30 +584,29 @@ async fn watch_changes(
                 }
             }
         }
-        let current = match tokio::fs::read_to_string(&options.policies_file).await {
+        let current = match policies.current(&options).await {
             Ok(text) => text,
             Err(e) => {
                 if forced {
-                    tracing::error!(error = %e, "cannot read the policies file");
+                    tracing::error!(error = %e, "cannot read the policies");
                 }
                 continue;
             }
         };
-        if !forced && current == policies_text {
+        if !forced && current == policies.served {
             continue;
         }
-        tracing::info!(forced, "reloading policies");
-        match load_set(&options, &fetcher, &loader).await {
-            Ok((set, text)) => {
+        tracing::info!(forced, hash = %config_hash(&current), "reloading policies");
+        match load_set(&options, &fetcher, &loader, &current).await {
+            Ok(set) => {
                 tracing::info!(policies = set.len(), "new policy set serving");
-                state.policies.store(Arc::new(set));
-                policies_text = text;
+                state.serve(set, &current);
             }
             Err(e) => {
                 tracing::error!(error = %e, "new policy set failed to load; the current one keeps serving");
-                // Do not retry the same broken text every tick.
-                policies_text = current;
             }
         }
+        // Do not retry the same broken text every tick.
+        policies.served = current;
     }
 }
