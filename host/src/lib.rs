@@ -46,7 +46,7 @@ pub use engine::{EngineConfig, PolicyEngine, DEFAULT_EPOCH_TICK, MAX_POLICY_MEMO
 pub use error::{EvalError, LoadError, SettingsError};
 pub use limits::{PolicyLimits, DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT};
 pub use metadata::PolicyMetadata;
-pub use policy::{LoadedPolicy, ModuleKind, PolicyConfig, PolicyInput, PolicyKind, PolicyLoader};
+pub use policy::{LoadedPolicy, ModuleKind, PolicyConfig, PolicyKind, PolicyLoader};
 pub use raw_request::RawRequest;
 pub use request::PolicyRequest;
 pub use verdict::{AdmissionResponse, Verdict, DEFAULT_REJECTION_CODE};

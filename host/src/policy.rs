@@ -104,19 +104,6 @@ enum Runtime {
     Core(CoreRuntime),
 }
 
-/// What a policy evaluates: Kubernetes admission requests or raw JSON
-/// documents. Components say it by their world; Kubewarden's core modules
-/// evaluate either, as they do there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PolicyInput {
-    /// Admission requests (`/validate`, `/audit`).
-    Kubernetes,
-    /// Raw JSON documents (`/validate_raw`).
-    Raw,
-    /// Either: a waPC or WASI module, which receives both in one envelope.
-    Any,
-}
-
 /// A loaded, ready-to-evaluate policy. Cheap to share across threads.
 pub struct LoadedPolicy {
     engine: PolicyEngine,
@@ -450,15 +437,6 @@ impl LoadedPolicy {
         match &self.runtime {
             Runtime::Component(_) | Runtime::RawComponent(_) => PolicyKind::Component,
             Runtime::Core(core) => core.kind(),
-        }
-    }
-
-    /// What the policy evaluates.
-    pub fn input(&self) -> PolicyInput {
-        match &self.runtime {
-            Runtime::Component(_) => PolicyInput::Kubernetes,
-            Runtime::RawComponent(_) => PolicyInput::Raw,
-            Runtime::Core(_) => PolicyInput::Any,
         }
     }
 

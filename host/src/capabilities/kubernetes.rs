@@ -24,7 +24,7 @@ use kube::discovery::ApiResource;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::answers::Answers;
-use super::watches::{NotWatched, WatchKey, Watches};
+use super::watches::{WatchKey, Watches};
 use super::{message, not_available, payload_error, CapabilityCall, PolicyContext};
 use crate::bindings::{kubernetes, HostError};
 use crate::component_host::HostState;
@@ -188,7 +188,7 @@ impl KubernetesAccess {
             label_selector: request.label_selector.clone(),
             field_selector: request.field_selector.clone(),
         };
-        match self.watches.list(
+        if let Some(answer) = self.watches.list(
             &key,
             &resource,
             &self.client,
@@ -196,8 +196,7 @@ impl KubernetesAccess {
             namespace,
             CALL_TIMEOUT,
         ) {
-            Ok(answer) => return answer,
-            Err(NotWatched::Full | NotWatched::NotReady) => {}
+            return answer;
         }
         let api = self.api(&resource, namespaced, namespace);
         let mut params = ListParams::default();

@@ -63,19 +63,13 @@ pub(super) struct Watches {
     watches: Mutex<HashMap<WatchKey, Arc<Watch>>>,
 }
 
-/// Why a list could not be answered from a watch.
-pub(super) enum NotWatched {
-    /// Too many watches already: ask the API server.
-    Full,
-    /// The watch has not delivered its first list yet (just started, or
-    /// failing: RBAC without `watch`, an API server away).
-    NotReady,
-}
-
 impl Watches {
     /// The list `key` selects in `namespace` (all namespaces when none), as
     /// the JSON of a Kubernetes List, if a ready watch holds it. Starts the
-    /// watch on first use and waits for it up to `first_wait`.
+    /// watch on first use and waits for it up to `first_wait`. `None` when
+    /// the API server must answer instead: too many watches already, or the
+    /// watch has not delivered its first list (just started, or failing:
+    /// RBAC without `watch`, an API server away).
     pub(super) fn list(
         &self,
         key: &WatchKey,
@@ -84,12 +78,12 @@ impl Watches {
         runtime: &tokio::runtime::Handle,
         namespace: Option<&str>,
         first_wait: Duration,
-    ) -> Result<Result<String, HostError>, NotWatched> {
+    ) -> Option<Result<String, HostError>> {
         let watch = {
             let mut watches = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
             match watches.get(key) {
                 Some(watch) => watch.clone(),
-                None if watches.len() >= MAX_WATCHES => return Err(NotWatched::Full),
+                None if watches.len() >= MAX_WATCHES => return None,
                 None => {
                     let watch = Arc::new(start(key, resource, client, runtime));
                     watches.insert(key.clone(), watch.clone());
@@ -107,7 +101,7 @@ impl Watches {
             }
         };
         if !watch.is_ready() {
-            return Err(NotWatched::NotReady);
+            return None;
         }
         let mut items: Vec<Arc<DynamicObject>> = watch
             .store
@@ -125,7 +119,7 @@ impl Watches {
             metadata: serde_json::Map::new(),
             items: items.iter().map(|o| Item(o)).collect(),
         };
-        Ok(serde_json::to_string(&list).map_err(|e| HostError::Failed(e.to_string())))
+        Some(serde_json::to_string(&list).map_err(|e| HostError::Failed(e.to_string())))
     }
 }
 

@@ -385,8 +385,7 @@ async fn load_set(
 /// The hash of a policies text, as the server reports the configuration it
 /// serves (readiness header, metric).
 pub fn config_hash(text: &str) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    crate::module_digest(text.as_bytes())
 }
 
 /// Fetches every module of `config` and loads the policies (off the async
